@@ -1,0 +1,53 @@
+"""Arguments shared by several subcommands, parsed into the library's types."""
+
+from __future__ import annotations
+
+import argparse
+
+from kdsearch.errors import KdsearchError
+
+
+def parse_input_size(text: str) -> tuple[int, int, int]:
+    """``"3,32,32"`` -> (3, 32, 32)."""
+    try:
+        size = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        size = ()
+    if len(size) != 3 or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected C,H,W with positive integers, got {text!r}")
+    return size  # type: ignore[return-value]
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_model_shape_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--num-classes", type=positive_int, default=None,
+                        help="classes of the head (default: the model's natural task: 100 for "
+                             "the CIFAR zoo, 10 for digits models, 1000 for torchvision)")
+    parser.add_argument("--input-size", type=parse_input_size, default=None, metavar="C,H,W",
+                        help="input size (default: the model's natural input: 3,32,32 for the "
+                             "CIFAR zoo, 1,8,8 for digits models, 3,224,224 for torchvision)")
+
+
+def add_data_args(parser: argparse.ArgumentParser, default: str | None = "digits") -> None:
+    parser.add_argument("--dataset", default=default, required=default is None,
+                        help="dataset name: digits (embedded), cifar10, cifar100, synthetic")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with the dataset (extracted folder or archive); CIFAR is "
+                             "downloaded there (default ~/.cache/kdsearch/data) when absent")
+    parser.add_argument("--subset", type=positive_int, default=None, metavar="N",
+                        help="use a seeded random subset of N training images")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise KdsearchError(message)

@@ -1,0 +1,48 @@
+"""``kdsearch flops``: MACs, FLOPs and parameters of a model or a student spec."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from kdsearch.cli.common import add_model_shape_args
+from kdsearch.cli.registry import register_command
+from kdsearch.graph.counting import count_model
+from kdsearch.models.resolve import resolve_model
+
+DESCRIPTION = """\
+Count a model's cost per input sample:
+  macs    multiply-accumulates of conv and linear layers (the 'FLOPs' of KD papers)
+  flops   what torch.utils.flop_counter.FlopCounterMode counts (2 per MAC for CNNs)
+  params  learnable parameter elements (BatchNorm running statistics excluded)
+MODEL is a zoo name (kdsearch flops resnet56), torchvision:NAME, or a student.json."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="zoo name, torchvision:NAME or student.json")
+    add_model_shape_args(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--per-layer", action="store_true", help="also list MACs per layer")
+
+
+def run(args: argparse.Namespace) -> int:
+    resolved = resolve_model(args.model, args.num_classes, args.input_size)
+    counts = count_model(resolved.model, resolved.input_size)
+    report = {"model": args.model, "num_classes": resolved.num_classes,
+              "input_size": list(resolved.input_size), **counts.as_dict()}
+    if args.per_layer:
+        report["macs_per_layer"] = counts.macs_per_node
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{args.model} at input {'x'.join(map(str, resolved.input_size))}, "
+          f"{resolved.num_classes} classes")
+    print(f"  MACs   {counts.macs:>15,}  ({counts.macs / 1e6:.2f}M, conv + linear)")
+    print(f"  FLOPs  {counts.flops:>15,}  ({counts.flops / 1e6:.2f}M, FlopCounterMode)")
+    print(f"  params {counts.params:>15,}  ({counts.params / 1e6:.3f}M)")
+    for name, macs in counts.macs_per_node.items() if args.per_layer else ():
+        print(f"    {name:<40} {macs:>13,}")
+    return 0
+
+
+register_command("flops", "count MACs, FLOPs and parameters", configure, run, DESCRIPTION)

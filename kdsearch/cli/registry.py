@@ -1,0 +1,25 @@
+"""Registry of subcommands: each module declares its parser and its action together."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kdsearch.registry import Registry
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+    description: str = ""
+
+
+COMMANDS: Registry[Command] = Registry("command")
+
+
+def register_command(name: str, help: str, configure, run, description: str = "") -> None:
+    """Add subcommand ``name``: ``configure(parser)`` adds its arguments, ``run(args)`` acts."""
+    COMMANDS.register(name)(Command(help, configure, run, description))

@@ -1,0 +1,80 @@
+"""``kdsearch search``: find a student inside a teacher at a MAC budget."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from kdsearch.cli.common import add_data_args, positive_int
+from kdsearch.cli.registry import register_command
+from kdsearch.data import load_dataset
+from kdsearch.models import model_family
+from kdsearch.models.resolve import resolve_model
+from kdsearch.presets import from_mapping, load_preset
+from kdsearch.search.config import SearchConfig
+from kdsearch.search.run import search_student
+
+DESCRIPTION = """\
+Search a student inside the teacher: gates on every channel group and residual block,
+an L1-gated search that keeps the gated network's outputs close to the teacher's (KL),
+then the kept subgraph is cut out at the MAC budget (MACs of conv and linear layers per
+sample, within [97%, 100%] of the budget).
+
+Writes to --out: summary.json (teacher/student MACs and params, budget, what was removed,
+search time), student.json (architecture spec), student.pt (weights), graph.json
+(teacher topology with units), search_log.jsonl (step, KL, penalty, live MACs)."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", required=True, help="zoo name or torchvision:NAME")
+    parser.add_argument("--teacher-weights", help="teacher checkpoint (state_dict)")
+    add_data_args(parser, default=None)
+    parser.add_argument("--budget", required=True,
+                        help="MAC budget: 41M, 1.2G, 40800000, 0.33x (of the teacher) or "
+                             "like:resnet20 (a zoo model's MACs)")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--steps", type=positive_int, help="search steps (default: preset)")
+    parser.add_argument("--preset", help="search preset: family name or YAML path "
+                                         "(default: chosen by the teacher's family)")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument("--freeze-weights", action="store_true",
+                        help="move only the gates (network weights frozen)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.manual_seed(args.seed)
+    dataset = load_dataset(args.dataset, data_dir=args.data_dir, subset=args.subset,
+                           seed=args.seed)
+    teacher = resolve_model(args.teacher, dataset.num_classes, dataset.input_size,
+                            weights=args.teacher_weights).model
+    if not args.teacher_weights:
+        print("kdsearch: warning: no --teacher-weights: an untrained teacher gives a "
+              "meaningless student", file=sys.stderr)
+    constraints, config = load_preset(args.preset or model_family(args.teacher))
+    overrides = {"steps": args.steps, "device": args.device,
+                 "train_weights": False if args.freeze_weights else None}
+    config = from_mapping(SearchConfig, {k: v for k, v in overrides.items() if v is not None},
+                          "command line", base=config)
+    result = search_student(teacher, args.teacher, dataset, args.budget, config, constraints,
+                            args.out, seed=args.seed, progress=not args.quiet)
+    _print_summary(result.summary, args.out)
+    return 0
+
+
+def _print_summary(summary: dict, out: str) -> None:
+    teacher, student = summary["teacher"], summary["student"]
+    print(f"teacher  {teacher['macs'] / 1e6:9.2f}M MACs  {teacher['params'] / 1e6:7.3f}M params")
+    print(f"student  {student['macs'] / 1e6:9.2f}M MACs  {student['params'] / 1e6:7.3f}M params"
+          f"  ({100 * summary['budget_fraction']:.1f}% of the {summary['budget_macs'] / 1e6:.2f}M"
+          " budget)")
+    print(f"removed  {summary['channels_removed']}/{summary['channels_total']} searchable "
+          f"channels, {summary['blocks_removed']}/{summary['blocks_total']} blocks; "
+          f"test KL to teacher {summary['student_test_kl']:.4f}; "
+          f"search {summary['search_seconds']:.1f}s")
+    print(f"wrote {out}/summary.json, student.json, student.pt, graph.json, search_log.jsonl")
+
+
+register_command("search", "search a student at a MAC budget", configure, run, DESCRIPTION)

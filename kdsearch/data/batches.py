@@ -1,0 +1,213 @@
+"""Mini-batches made on the device: a whole split lives there as uint8, augmented per batch.
+
+Augmentation semantics (training only), the same as torchvision's
+``RandomCrop(size, padding=p)`` followed by ``RandomHorizontalFlip()``:
+
+* each image is padded by ``p`` zero pixels on every side *in uint8 space* (black, before
+  normalisation), then an ``H x W`` window is cut at a top/left offset drawn uniformly and
+  independently per image from ``{0, ..., 2p}``; offset ``p`` is the unshifted image;
+* if ``hflip``, each image is mirrored left-right with probability 1/2 (after the crop);
+* then ``x -> (x / 255 - mean) / std`` per channel, in float32.
+
+The whole batch is cropped and flipped by one gather (no per-image Python loop). The batch
+order and all random draws come from a generator seeded by ``(seed, epoch)``, so a resumed
+run that calls ``set_epoch(epoch)`` sees exactly the batches of the original run (on the same
+device type and torch version).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kdsearch.data.base import ImageDataset
+
+
+class DeviceBatches:
+    """Iterate ``(float32 normalised images [B, C, H, W], int64 labels [B])`` on ``device``.
+
+    ``train=True``: a fresh permutation and augmentation each epoch, the last partial batch
+    dropped (``drop_last=None`` means: drop it when training and at least one full batch
+    exists). ``train=False``: the stored order, no augmentation, no batch dropped.
+    Each ``iter()`` uses the current epoch and then advances it by one; call
+    :meth:`set_epoch` before iterating to choose the epoch (e.g. when resuming).
+    ``len()`` is the number of batches per epoch.
+    """
+
+    def __init__(
+        self,
+        images_uint8: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        batch_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: str | torch.device,
+        train: bool,
+        crop_padding: int = 0,
+        hflip: bool = False,
+        seed: int = 0,
+        drop_last: bool | None = None,
+        channels_last: bool = False,
+    ):
+        _check_inputs(images_uint8, labels, batch_size, mean, std, crop_padding)
+        self.device = torch.device(device)
+        self.images = images_uint8.to(self.device)  # moved once, stays uint8
+        self.labels = labels.to(self.device, torch.int64)
+        self.batch_size = batch_size
+        self.train = train
+        self.crop_padding = crop_padding if train else 0
+        self.hflip = hflip and train
+        self.seed = seed
+        self.channels_last = channels_last
+        full_batch_exists = len(labels) >= batch_size
+        self.drop_last = (train and full_batch_exists) if drop_last is None else drop_last
+        shape = (1, len(mean), 1, 1)
+        self._offset = torch.tensor(mean, device=self.device).view(shape) * 255
+        self._scale = torch.tensor(std, device=self.device).view(shape) * 255
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration use ``epoch`` (its order and augmentation)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        count, rest = divmod(len(self.labels), self.batch_size)
+        return count if self.drop_last or rest == 0 else count + 1
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = self._generator(self.epoch) if self.train else None
+        self.epoch += 1
+        order = self._order(generator)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield self._prepare(self.images[index], generator), self.labels[index]
+
+    def _order(self, generator: torch.Generator | None) -> torch.Tensor:
+        """A random permutation when training, else ``0..N-1``, on the device."""
+        count = len(self.labels)
+        if generator is None:
+            return torch.arange(count, device=self.device)
+        return torch.randperm(count, generator=generator, device=generator.device).to(self.device)
+
+    def _prepare(self, batch: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Augment (training) and normalise one uint8 batch."""
+        if generator is not None and (self.crop_padding or self.hflip):
+            top, left, flip = sample_augmentation(
+                len(batch), self.crop_padding, self.hflip, generator, self.device
+            )
+            batch = crop_and_flip(batch, self.crop_padding, top, left, flip)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch.float().sub_(self._offset).div_(self._scale)
+
+    def _generator(self, epoch: int) -> torch.Generator:
+        """A generator seeded by ``(seed, epoch)``, on the device if it supports one."""
+        try:
+            generator = torch.Generator(device=self.device)
+        except RuntimeError:
+            generator = torch.Generator()
+        return generator.manual_seed(epoch_seed(self.seed, epoch))
+
+
+def dataset_batches(
+    dataset: ImageDataset,
+    split: str,
+    batch_size: int,
+    device: str | torch.device,
+    seed: int = 0,
+    *,
+    train: bool | None = None,
+    drop_last: bool | None = None,
+    channels_last: bool = False,
+) -> DeviceBatches:
+    """:class:`DeviceBatches` over ``split`` (``"train"`` or ``"test"``) of ``dataset``.
+
+    ``train`` (shuffle + the dataset's augmentation) defaults to ``split == "train"``; pass
+    ``train=False`` to evaluate on the train split.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    images = dataset.train_images if split == "train" else dataset.test_images
+    labels = dataset.train_labels if split == "train" else dataset.test_labels
+    return DeviceBatches(
+        images,
+        labels,
+        batch_size=batch_size,
+        mean=dataset.mean,
+        std=dataset.std,
+        device=device,
+        train=split == "train" if train is None else train,
+        crop_padding=dataset.crop_padding,
+        hflip=dataset.hflip,
+        seed=seed,
+        drop_last=drop_last,
+        channels_last=channels_last,
+    )
+
+
+def sample_augmentation(
+    count: int, padding: int, hflip: bool, generator: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-image crop offsets ``top, left`` uniform in ``0..2*padding`` and flip flags."""
+    where = generator.device
+    top = torch.randint(0, 2 * padding + 1, (count,), generator=generator, device=where)
+    left = torch.randint(0, 2 * padding + 1, (count,), generator=generator, device=where)
+    if hflip:
+        flip = torch.rand(count, generator=generator, device=where) < 0.5
+    else:
+        flip = torch.zeros(count, dtype=torch.bool, device=where)
+    return top.to(device), left.to(device), flip.to(device)
+
+
+def crop_and_flip(
+    images: torch.Tensor, padding: int, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor
+) -> torch.Tensor:
+    """Crop each image of ``[B, C, H, W]`` from its zero-padded copy, then mirror where ``flip``.
+
+    Image ``i`` of the result is ``pad(images[i])[:, top[i] : top[i] + H, left[i] : left[i] + W]``,
+    reversed along W if ``flip[i]``. One gather for the whole batch (the same pixel positions
+    for every channel of an image).
+    """
+    count, channels, height, width = images.shape
+    padded_width = width + 2 * padding
+    padded = F.pad(images, (padding, padding, padding, padding)).flatten(2)  # [B, C, Hp*Wp]
+    rows = top[:, None] + torch.arange(height, device=images.device)  # [B, H]
+    cols = left[:, None] + torch.arange(width, device=images.device)  # [B, W]
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    pixel_index = (rows[:, :, None] * padded_width + cols[:, None, :]).flatten(1)  # [B, H*W]
+    cropped = padded.gather(2, pixel_index[:, None, :].expand(count, channels, -1))
+    return cropped.view(count, channels, height, width)
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of ``uint8 [N, C, H, W]`` images on the 0..1 scale."""
+    pixels = images.double().div(255).transpose(0, 1).flatten(1)  # [C, N*H*W]
+    return tuple(pixels.mean(1).tolist()), tuple(pixels.std(1).tolist())
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A well-mixed 63-bit generator seed for ``(seed, epoch)`` (both non-negative)."""
+    state = np.random.SeedSequence([seed, epoch]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def _check_inputs(images, labels, batch_size, mean, std, crop_padding) -> None:
+    """Raise ValueError unless the arguments of :class:`DeviceBatches` fit together."""
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise ValueError(
+            f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}"
+        )
+    if labels.dim() != 1 or len(labels) != len(images):
+        raise ValueError(f"labels must be [N] with N={len(images)}, got {tuple(labels.shape)}")
+    if not len(mean) == len(std) == images.shape[1]:
+        raise ValueError(
+            f"mean/std need {images.shape[1]} channel values, got {len(mean)}/{len(std)}"
+        )
+    if batch_size < 1 or crop_padding < 0:
+        raise ValueError(
+            f"need batch_size >= 1 and crop_padding >= 0, got {batch_size}, {crop_padding}"
+        )

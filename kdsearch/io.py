@@ -1,0 +1,89 @@
+"""Atomic file writes: a reader never sees a half-written result file.
+
+Every result file kdsearch writes goes through these helpers: the content is written to a
+temporary file in the same directory, flushed to disk, then renamed over the target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from kdsearch.errors import KdsearchError
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write(file)`` on a temporary file, then rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    data = (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def save_torch(path: str | Path, obj: Any) -> Path:
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file; a missing or malformed file is a user error naming the file."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise KdsearchError(f"{path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise KdsearchError(f"{path}: not valid JSON ({err})") from None
+
+
+def append_jsonl(path: str | Path, record: dict) -> None:
+    """Append one JSON line (a log: a torn last line is tolerated by :func:`read_jsonl`)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line torn by a kill: everything before it is intact
+    return records
+
+
+def ensure_out_dir(path: str | Path) -> Path:
+    """Create an output directory, or fail with one line if it cannot be one."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise KdsearchError(f"{path}: output path exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise KdsearchError(f"{path}: cannot create output directory ({err.strerror})") from None
+    if not os.access(path, os.W_OK):
+        raise KdsearchError(f"{path}: output directory is not writable")
+    return path

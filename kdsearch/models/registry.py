@@ -1,0 +1,57 @@
+"""The model registry and the factory that resolves names.
+
+Zoo models register where they are defined::
+
+    @register_model("resnet20", family="resnet_cifar")
+    def resnet20(num_classes: int = 100, in_channels: int = 3) -> nn.Module: ...
+
+``torchvision:NAME`` resolves any torchvision classification model.
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from kdsearch.errors import KdsearchError
+from kdsearch.registry import Registry, unknown_name_message
+
+MODELS: Registry = Registry("model")
+register_model = MODELS.register
+
+TORCHVISION_PREFIX = "torchvision:"
+
+
+def build_model(name: str, num_classes: int = 100, in_channels: int = 3) -> nn.Module:
+    """Build a fresh (randomly initialised) model by name."""
+    if name.startswith(TORCHVISION_PREFIX):
+        return _build_torchvision(name[len(TORCHVISION_PREFIX):], num_classes, in_channels)
+    _import_zoo()
+    return MODELS.get(name)(num_classes=num_classes, in_channels=in_channels)
+
+
+def model_family(name: str) -> str:
+    """The family a model belongs to (chooses the search preset), e.g. ``resnet_cifar``."""
+    if name.startswith(TORCHVISION_PREFIX):
+        return "torchvision"
+    _import_zoo()
+    return MODELS.meta(name).get("family", "generic")
+
+
+def model_names() -> list[str]:
+    _import_zoo()
+    return MODELS.names()
+
+
+def _import_zoo() -> None:
+    import kdsearch.models.zoo  # noqa: F401  (registers the zoo)
+
+
+def _build_torchvision(arch: str, num_classes: int, in_channels: int) -> nn.Module:
+    import torchvision.models as tvm
+
+    known = tvm.list_models(module=tvm)
+    if arch not in known:
+        raise KdsearchError(unknown_name_message("torchvision model", arch, known))
+    if in_channels != 3:
+        raise KdsearchError(f"torchvision:{arch} takes 3 input channels, not {in_channels}")
+    return tvm.get_model(arch, weights=None, num_classes=num_classes)

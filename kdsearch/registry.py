@@ -1,0 +1,70 @@
+"""Name -> object registries, filled by decorators where the objects are defined."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+from kdsearch.errors import UnknownNameError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A named collection with a decorator to fill it and helpful lookup errors.
+
+    >>> MODELS = Registry("model")
+    >>> @MODELS.register("tiny", family="demo")
+    ... def tiny(num_classes=10): ...
+    >>> MODELS.get("tiny") is tiny, MODELS.meta("tiny")["family"]
+    (True, 'demo')
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, T] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
+
+    def register(self, name: str | None = None, **meta: Any) -> Callable[[T], T]:
+        """Decorator: register the decorated object under ``name`` (default: its __name__)."""
+
+        def add(obj: T) -> T:
+            key = name or obj.__name__  # type: ignore[attr-defined]
+            if key in self._items:
+                raise ValueError(f"{self.kind} {key!r} is registered twice")
+            self._items[key] = obj
+            self._meta[key] = dict(meta)
+            return obj
+
+        return add
+
+    def get(self, name: str) -> T:
+        if name not in self._items:
+            raise UnknownNameError(unknown_name_message(self.kind, name, self.names()))
+        return self._items[name]
+
+    def meta(self, name: str) -> dict[str, Any]:
+        self.get(name)
+        return self._meta[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
+    """One line: the unknown name, close matches if any, else the known names."""
+    close = difflib.get_close_matches(name, known, n=4, cutoff=0.5)
+    if close:
+        return f"unknown {kind} {name!r}; did you mean: {', '.join(close)}?"
+    shown = ", ".join(known[:30]) + (", ..." if len(known) > 30 else "")
+    return f"unknown {kind} {name!r}; known: {shown}"

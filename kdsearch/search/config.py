@@ -1,0 +1,24 @@
+"""Hyper-parameters of the gated search (defaults overridable by presets and the CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class SearchConfig:
+    steps: int = 300
+    batch_size: int = 64
+    temperature: float = 4.0  # KL(teacher || gated) at this temperature, times T^2
+    lr: float = 0.01  # SGD (momentum 0.9) on the network weights
+    weight_decay: float = 5e-4  # the l1 * ||w||^2 term of the objective
+    gate_lr: float = 0.05  # plain SGD on the gates, then the soft-threshold (proximal) step
+    lambda_init: float = 0.1  # weight of the L1 gate penalty, adapted every step
+    lambda_rate: float = 0.05  # lambda *= 1 + rate while live MACs are above the target
+    ramp: float = 0.7  # the live-MAC target falls linearly to the budget over this fraction
+    max_shrink: float = 0.02  # cap on one proximal step per gate: no unit dies in one step
+    train_weights: bool = True  # False: only the gates move (network frozen, eval mode)
+    ce_weight: float = 0.0  # 0: the teacher alone drives the search (unlabeled data is fine)
+    cost_refresh: int = 10  # steps between recomputing each gate's MAC cost
+    log_every: int = 1
+    device: str = "auto"

@@ -1,0 +1,168 @@
+"""The gated search: KL to the teacher plus a MAC-weighted L1 penalty, proximal updates.
+
+Objective per step (Gu & Tresp 2020)::
+
+    T^2 * KL(softmax(t / T) || softmax(s / T))  +  lambda * sum_j cost_j * |g_j|
+
+with ``s`` the gated network's logits, ``t`` the teacher's (eval mode, no grad), and
+``cost_j`` the MACs gate element ``j`` controls in the current network, normalised to mean 1.
+The network weights take an SGD step on the KL (weight decay is the ``||w||^2`` term); the
+gates take an SGD step on the KL followed by the proximal step of the penalty,
+``g <- max(g - min(gate_lr * lambda * cost, max_shrink), 0)``, so gates reach exactly zero
+(the cap keeps units of equal cost from all dying in the same step). ``lambda`` is
+adapted every step so that the live MACs (gates above zero) follow a target that falls
+linearly from the teacher's MACs to the budget over the first ``ramp`` of the steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from kdsearch.data import DeviceBatches
+from kdsearch.search.config import SearchConfig
+from kdsearch.search.cost import MacModel
+from kdsearch.search.gates import GateBank, gate_bank
+
+
+@dataclass
+class SearchState:
+    step: int
+    lam: float
+    kl: float
+    penalty: float
+    live_macs: int
+    target_macs: int
+
+
+def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                  temperature: float) -> torch.Tensor:
+    """T^2 * KL(p_teacher || p_student) at temperature T, averaged over the batch."""
+    log_p_s = F.log_softmax(student_logits / temperature, dim=1)
+    log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
+    kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+    return kl * temperature**2
+
+
+class GatedSearch:
+    """Runs the search loop on a gated network; call :meth:`run`."""
+
+    def __init__(self, gated: fx.GraphModule, teacher: torch.nn.Module, mac_model: MacModel,
+                 budget: int, config: SearchConfig):
+        self.gated, self.teacher, self.mac_model = gated, teacher.eval(), mac_model
+        self.bank: GateBank = gate_bank(gated)
+        self.budget, self.config = budget, config
+        self.lam = config.lambda_init
+        gate_params = list(self.bank.parameters())
+        gate_ids = {id(p) for p in gate_params}
+        weights = [p for p in gated.parameters() if id(p) not in gate_ids]
+        self.weight_opt = torch.optim.SGD(weights, lr=config.lr, momentum=0.9,
+                                          weight_decay=config.weight_decay)
+        self.gate_opt = torch.optim.SGD(gate_params, lr=config.gate_lr)
+        for p in weights:
+            p.requires_grad_(config.train_weights)
+        self.costs: dict[str, torch.Tensor] = {}
+        # the last step at which each gate element was above zero (-1: never)
+        self.last_alive = {uid: torch.full(g.shape, -1.0) for uid, g in self.bank.gates.items()}
+
+    def run(self, batches: DeviceBatches, log=None, progress: bool = True) -> list[SearchState]:
+        history = []
+        self.gated.train(self.config.train_weights)
+        bar = tqdm(range(self.config.steps), desc="search", disable=not progress,
+                   unit="step", dynamic_ncols=True)
+        stream = _endless(batches)
+        for step in bar:
+            images, labels = next(stream)
+            state = self.step(step, images, labels)
+            history.append(state)
+            if log and step % self.config.log_every == 0:
+                log(state)
+            bar.set_postfix(kl=f"{state.kl:.3f}", macs=f"{state.live_macs / 1e6:.2f}M")
+        self.gated.eval()
+        return history
+
+    def step(self, step: int, images: torch.Tensor, labels: torch.Tensor) -> SearchState:
+        if step % self.config.cost_refresh == 0:
+            self.costs = self.gate_costs()
+        with torch.no_grad():
+            teacher_logits = self.teacher(images)
+        logits = self.gated(images)
+        kl = kl_to_teacher(logits, teacher_logits, self.config.temperature)
+        loss = kl + self.config.ce_weight * F.cross_entropy(logits, labels) \
+            if self.config.ce_weight else kl
+        self.weight_opt.zero_grad(set_to_none=True)
+        self.gate_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.train_weights:
+            self.weight_opt.step()
+        self.gate_opt.step()
+        self.proximal_step()
+        self.record_alive(step)
+        live, target = self.live_macs(), self.target_macs(step)
+        self.lam *= (1 + self.config.lambda_rate) if live > target else 1 / (
+            1 + self.config.lambda_rate)
+        return SearchState(step, self.lam, float(kl.detach()), float(self.penalty()), live,
+                           target)
+
+    def proximal_step(self) -> None:
+        """g <- max(g - shrink, 0): the L1 penalty's proximal operator (shrink capped)."""
+        scale = self.config.gate_lr * self.lam
+        with torch.no_grad():
+            for uid, gate in self.bank.gates.items():
+                shrink = (scale * self.costs[uid]).clamp_(max=self.config.max_shrink)
+                gate.sub_(shrink).clamp_(min=0)
+
+    def record_alive(self, step: int) -> None:
+        with torch.no_grad():
+            for uid, gate in self.bank.gates.items():
+                self.last_alive[uid].masked_fill_(gate.detach().cpu() > 0, float(step))
+
+    def penalty(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.lam * sum((self.costs[uid] * g.abs()).sum()
+                                  for uid, g in self.bank.gates.items())
+
+    def kept_counts(self) -> tuple[dict[str, int], set[str]]:
+        kept, removed = {}, set()
+        for uid, gate in self.bank.gates.items():
+            alive = int((gate > 0).sum())
+            if uid in self.mac_model.sizes:
+                kept[uid] = alive
+            elif alive == 0:
+                removed.add(uid)
+        return kept, removed
+
+    def live_macs(self) -> int:
+        return self.mac_model.macs(*self.kept_counts())
+
+    def target_macs(self, step: int) -> int:
+        progress = min(1.0, (step + 1) / max(1.0, self.config.ramp * self.config.steps))
+        full = self.mac_model.full
+        return round(full - (full - self.budget) * progress)
+
+    def gate_costs(self) -> dict[str, torch.Tensor]:
+        """MACs that one gate element saves in the current network, normalised to mean 1."""
+        kept, removed = self.kept_counts()
+        raw = {}
+        for uid in self.bank.gates:
+            if uid in self.mac_model.sizes:
+                k = max(kept[uid], 1)
+                full = self.mac_model.unit_macs(uid, {**kept, uid: k}, removed)
+                fewer = self.mac_model.unit_macs(uid, {**kept, uid: k - 1}, removed)
+                raw[uid] = max(full - fewer, 0.0)
+            else:
+                raw[uid] = self.mac_model.unit_macs(uid, kept, removed - {uid})
+        total = sum(raw[uid] * self.bank.gates[uid].numel() for uid in raw)
+        count = sum(g.numel() for g in self.bank.gates.values())
+        mean = total / count if total > 0 else 1.0
+        return {uid: torch.full_like(self.bank.gates[uid], raw[uid] / mean) for uid in raw}
+
+
+def _endless(batches: DeviceBatches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    while True:
+        yield from batches

@@ -1,0 +1,196 @@
+"""Land exactly on the budget: rank what the gates left by gate value per MAC.
+
+The gated search drives gates to zero; what it leaves rarely sits exactly at the budget.
+Starting from the gates' own answer (a channel is kept while its gate is above zero, a block
+while its gate is), units are removed in order of least gate value per MAC saved until the
+student fits the budget, then units are restored in order of most gate value per MAC
+added while they still fit. Gates that reached zero rank below every live gate, among
+themselves by how long they stayed alive. Channels of a unit leave in order of their gate
+values; the constraints (fewest channels, channel multiple) hold throughout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from kdsearch.graph.units import Constraints, Units
+from kdsearch.search.cost import MacModel
+from kdsearch.student.extract import Selection
+
+
+@dataclass
+class SelectionReport:
+    macs: int
+    budget: int
+    from_gates_macs: int  # MACs of the gates' own answer, before ranking
+    removed_by_rank: list[str] = field(default_factory=list)  # "ch3:-4", "blk2"
+    restored_by_rank: list[str] = field(default_factory=list)
+
+    @property
+    def fraction(self) -> float:
+        return self.macs / self.budget
+
+
+class _State:
+    def __init__(self, units: Units, model: MacModel, gates: dict[str, torch.Tensor],
+                 constraints: Constraints, last_alive: dict[str, torch.Tensor] | None = None):
+        self.model = model
+        self.gates = {uid: g.detach().float().cpu() for uid, g in gates.items()}
+        last_alive = last_alive or {}
+        self.age = {uid: last_alive.get(uid, torch.zeros_like(g)).float().cpu()
+                    for uid, g in self.gates.items()}
+        # rank by gate value, zero gates by how long they lived
+        self.order = {uid: torch.tensor(sorted(range(g.numel()), key=lambda i, g=g, a=a: (
+            -float(g[i]), -float(a[i]))), dtype=torch.long)
+            for (uid, g), a in zip(self.gates.items(), self.age.values(), strict=True)}
+        self.sizes = {u.id: u.size for u in units.channels if u.id in gates}
+        self.blocks = [u.id for u in units.blocks if u.id in gates]
+        self.step = max(1, constraints.channel_multiple)
+        self.min_channels = max(1, constraints.min_channels)
+        self.kept = {uid: self._legal(int((self.gates[uid] > 0).sum()), size)
+                     for uid, size in self.sizes.items()}
+        self.removed = {b for b in self.blocks if float(self.gates[b][0]) <= 0}
+
+    def _legal(self, k: int, size: int) -> int:
+        k = max(k, self.min_channels)
+        return min(size, -(-k // self.step) * self.step)
+
+    def macs(self) -> int:
+        return self.model.macs(self.kept, self.removed)
+
+    def score(self, uid: str, index: torch.Tensor, delta: float) -> tuple[bool, float, float]:
+        """Rank key of moving these gate elements: live first, value per MAC, then age."""
+        value = float(self.gates[uid][index].mean())
+        return value > 0, value / delta, float(self.age[uid][index].mean())
+
+    def channel_move(self, uid: str, grow: bool) -> tuple[tuple, float, int] | None:
+        """(rank key, MACs changed, new count) of moving one step, or None."""
+        k, size = self.kept[uid], self.sizes[uid]
+        new = min(size, k + self.step) if grow else self._shrunk(k, size)
+        if new is None or new == k:
+            return None
+        before = self.model.unit_macs(uid, self.kept, self.removed)
+        after = self.model.unit_macs(uid, {**self.kept, uid: new}, self.removed)
+        delta = abs(after - before)
+        if delta == 0:
+            return None
+        lo, hi = sorted((k, new))
+        return self.score(uid, self.order[uid][lo:hi], delta), delta, new
+
+    def _shrunk(self, k: int, size: int) -> int | None:
+        new = k - self.step if k == size or k % self.step == 0 else k - k % self.step
+        return new if new >= self.min_channels else None
+
+    def block_move(self, uid: str) -> tuple[tuple, float] | None:
+        without = self.removed ^ {uid}
+        delta = abs(self.model.unit_macs(uid, self.kept, self.removed)
+                    - self.model.unit_macs(uid, self.kept, without))
+        return (self.score(uid, torch.tensor([0]), delta), delta) if delta else None
+
+
+def select_to_budget(units: Units, model: MacModel, gates: dict[str, torch.Tensor],
+                     budget: int, constraints: Constraints,
+                     last_alive: dict[str, torch.Tensor] | None = None,
+                     ) -> tuple[Selection, SelectionReport]:
+    """Kept channels and removed blocks with MACs <= budget, as close to it as units allow."""
+    state = _State(units, model, gates, constraints, last_alive)
+    report = SelectionReport(macs=0, budget=budget, from_gates_macs=state.macs())
+    macs = report.from_gates_macs
+    while macs > budget:
+        move = _cheapest_removal(state)
+        if move is None:
+            break
+        report.removed_by_rank.append(move)
+        macs = state.macs()
+    macs = _fill(state, budget, report)
+    if macs < LANDING * budget:
+        macs = _swap_blocks_for_channels(state, budget, report, macs)
+    report.macs = macs
+    selection = Selection(
+        kept={uid: sorted(state.order[uid][:k].tolist()) for uid, k in state.kept.items()
+              if k < state.sizes[uid]},
+        removed_blocks=set(state.removed))
+    return selection, report
+
+
+LANDING = 0.97  # the student should use at least this fraction of the budget
+
+
+def _fill(state: _State, budget: int, report: SelectionReport) -> int:
+    macs = state.macs()
+    while (move := _best_restoration(state, budget - macs)) is not None:
+        report.restored_by_rank.append(move)
+        macs = state.macs()
+    return macs
+
+
+def _swap_blocks_for_channels(state: _State, budget: int, report: SelectionReport,
+                              macs: int) -> int:
+    """Whole blocks are coarse: try restoring one and paying for it with channels."""
+    for block in sorted(state.removed, key=lambda b: state.block_move(b) or ((0,), 0),
+                        reverse=True):
+        saved = dict(state.kept), set(state.removed), len(report.removed_by_rank)
+        state.removed.discard(block)
+        trial = state.macs()
+        while trial > budget and (move := _cheapest_removal(state, channels_only=True)):
+            report.removed_by_rank.append(move)
+            trial = state.macs()
+        trial = _fill(state, budget, report) if trial <= budget else trial
+        if macs < trial <= budget:
+            report.restored_by_rank.append(block)
+            macs = trial
+            if macs >= LANDING * budget:
+                break
+        else:
+            state.kept, state.removed = saved[0], saved[1]
+            del report.removed_by_rank[saved[2]:]
+    return macs
+
+
+def _cheapest_removal(state: _State, channels_only: bool = False) -> str | None:
+    best = None
+    for uid in state.sizes:
+        move = state.channel_move(uid, grow=False)
+        if move and (best is None or move[0] < best[0]):
+            best = (move[0], uid, move[2])
+    for uid in () if channels_only else state.blocks:
+        move = None if uid in state.removed else state.block_move(uid)
+        if move and (best is None or move[0] < best[0]):
+            best = (move[0], uid, None)
+    if best is None:
+        return None
+    return _apply(state, best[1], best[2])
+
+
+def _best_restoration(state: _State, room: float) -> str | None:
+    best = None
+    for uid in state.sizes:
+        move = state.channel_move(uid, grow=True)
+        if move and move[1] <= room and (best is None or move[0] > best[0]):
+            best = (move[0], uid, move[2])
+    for uid in state.removed:
+        move = state.block_move(uid)
+        if move and move[1] <= room and (best is None or move[0] > best[0]):
+            best = (move[0], uid, None)
+    if best is None:
+        return None
+    return _apply(state, best[1], best[2])
+
+
+def _apply(state: _State, uid: str, new_count: int | None) -> str:
+    if new_count is None:
+        state.removed ^= {uid}
+        return uid
+    change = new_count - state.kept[uid]
+    state.kept[uid] = new_count
+    return f"{uid}:{change:+d}"
+
+
+def smallest_macs(units: Units, model: MacModel, constraints: Constraints) -> int:
+    """MACs of the smallest student the constraints allow (every unit at its minimum)."""
+    searchable = units.searchable()
+    gates = {u.id: torch.zeros(u.size) for u in searchable}
+    state = _State(units, model, gates, constraints)
+    return state.macs()

@@ -1,0 +1,185 @@
+"""Cut the kept subgraph out of the (gated) teacher as a standalone, smaller network.
+
+Given which channels each channel unit keeps and which residual blocks are removed:
+
+1. gates are folded away: a channel gate scales the input columns of the layer that reads
+   it, a block gate scales the branch's last affine layer (or stays as a constant multiply);
+2. removed blocks are bypassed (``y = x + f(x)`` becomes ``y = x``) and their layers deleted;
+3. every conv, linear, BatchNorm, depthwise conv and per-channel parameter touching a
+   unit is physically sliced to the kept channels.
+
+With the removed gates at 0, the result computes exactly what the gated network computes.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from kdsearch.graph.channels import NORM_MODULES, Layout
+from kdsearch.graph.units import Units
+from kdsearch.search.gates import GATES_ATTR, GateBank
+
+
+@dataclass
+class Selection:
+    """Kept channel indices per channel unit (units not named keep all) and removed blocks."""
+
+    kept: dict[str, list[int]] = field(default_factory=dict)
+    removed_blocks: set[str] = field(default_factory=set)
+
+
+def extract_student(gm: fx.GraphModule, units: Units, selection: Selection) -> fx.GraphModule:
+    """A new GraphModule with the selection applied (``gm`` is not modified)."""
+    student = copy.deepcopy(gm)
+    nodes = {n.name: n for n in student.graph.nodes}
+    if GATES_ATTR in dict(student.named_children()):
+        _fold_gates(student, student.get_submodule(GATES_ATTR))
+    _remove_blocks(student, nodes, units, selection.removed_blocks)
+    student.graph.eliminate_dead_code()
+    _slice_modules(student, units, selection)
+    student.delete_all_unused_submodules()
+    student.graph.lint()
+    student.recompile()
+    return student
+
+
+def _remove_blocks(gm: fx.GraphModule, nodes: dict[str, fx.Node], units: Units,
+                   removed: set[str]) -> None:
+    """Replace each removed block's add by its skip input (in graph order: chains resolve)."""
+    replaced: dict[str, fx.Node] = {}
+    for block in units.blocks:  # units are listed in graph order
+        if block.id in removed:
+            add = nodes[block.branch.add]
+            skip = replaced.get(block.branch.skip, nodes[block.branch.skip])
+            add.replace_all_uses_with(skip)
+            gm.graph.erase_node(add)
+            replaced[add.name] = skip
+
+
+# -- gates ------------------------------------------------------------------------------------
+def _fold_gates(gm: fx.GraphModule, bank: GateBank) -> None:
+    for node in [n for n in gm.graph.nodes if n.op == "call_module" and n.target == GATES_ATTR]:
+        site = node.kwargs["site"]
+        source = node.args[0]
+        with torch.no_grad():
+            vector = bank.site_vector(site).detach().clone()
+        replacement = source
+        if bank.sites[site][0] < 0:
+            replacement = _fold_block_gate(gm, node, float(vector[0]))
+        else:
+            (consumer,) = node.users
+            _scale_input_columns(gm.get_submodule(consumer.target), vector)
+        node.replace_all_uses_with(replacement)
+        gm.graph.erase_node(node)
+    delattr(gm, GATES_ATTR)
+
+
+def _scale_input_columns(layer: nn.Module, vector: torch.Tensor) -> None:
+    with torch.no_grad():
+        shape = [1, -1] + [1] * (layer.weight.dim() - 2)
+        layer.weight.mul_(vector.to(layer.weight.dtype).view(shape))
+
+
+def _fold_block_gate(gm: fx.GraphModule, gate: fx.Node, value: float) -> fx.Node:
+    """Fold a block gate into the branch's last affine layer, else multiply by a constant."""
+    output = gate.args[0]
+    if value == 1.0:
+        return output
+    module = gm.get_submodule(output.target) if output.op == "call_module" else None
+    if isinstance(module, (*NORM_MODULES, nn.Conv2d, nn.Linear)) and module.weight is not None:
+        with torch.no_grad():
+            module.weight.mul_(value)
+            if module.bias is not None:
+                module.bias.mul_(value)
+        return output
+    with gm.graph.inserting_before(gate):
+        return gm.graph.call_function(torch.mul, (output, value))
+
+
+# -- slicing ----------------------------------------------------------------------------------
+def _slice_modules(gm: fx.GraphModule, units: Units, selection: Selection) -> None:
+    records = units.records
+    unit_of_space = units.unit_of_space()
+    alive = {n.name: n for n in gm.graph.nodes}
+
+    def kept_of_space(space: int, length: int) -> torch.Tensor:
+        unit = unit_of_space.get(space)
+        if unit is not None and unit.id in selection.kept:
+            return torch.tensor(selection.kept[unit.id], dtype=torch.long)
+        return torch.arange(length)
+
+    def elements(layout: Layout) -> torch.Tensor:
+        parts, offset = [], 0
+        for space, length in layout.segments:
+            parts.append(kept_of_space(space, length) + offset)
+            offset += length
+        channels = torch.cat(parts)
+        if layout.repeat == 1:
+            return channels
+        r = layout.repeat
+        return (channels[:, None] * r + torch.arange(r)[None, :]).reshape(-1)
+
+    for name, space in records.producers.items():
+        if name in alive:
+            _slice_out(gm.get_submodule(alive[name].target), kept_of_space(space, 0))
+    for name, layout in records.consumers.items():
+        if name in alive:
+            _slice_in(gm.get_submodule(alive[name].target), elements(layout))
+    for name, layout in records.members.items():
+        if name in alive:
+            _slice_channelwise(gm.get_submodule(alive[name].target), elements(layout))
+    for name, (axis, layout) in records.param_members.items():
+        if name in alive:
+            _slice_attribute(gm, alive[name].target, axis, elements(layout))
+
+
+def _take(tensor: torch.Tensor | None, index: torch.Tensor, dim: int = 0):
+    if tensor is None or tensor.shape[dim] == index.numel():
+        return tensor
+    taken = tensor.detach().index_select(dim, index).clone()
+    return nn.Parameter(taken, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else taken
+
+
+def _slice_out(layer: nn.Module, index: torch.Tensor) -> None:
+    if index.numel() == 0 or index.numel() == layer.weight.shape[0]:
+        return
+    layer.weight = _take(layer.weight, index)
+    layer.bias = _take(layer.bias, index)
+    _set_width(layer, out=index.numel())
+
+
+def _slice_in(layer: nn.Module, index: torch.Tensor) -> None:
+    layer.weight = _take(layer.weight, index, dim=1)
+    _set_width(layer, inp=index.numel())
+
+
+def _slice_channelwise(layer: nn.Module, index: torch.Tensor) -> None:
+    for attr in ("weight", "bias", "running_mean", "running_var"):
+        value = getattr(layer, attr, None)
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            setattr(layer, attr, _take(value, index))
+    if isinstance(layer, nn.Conv2d | nn.Conv1d | nn.Conv3d):  # depthwise
+        _set_width(layer, inp=index.numel(), out=index.numel())
+        layer.groups = index.numel()
+    elif hasattr(layer, "num_features"):
+        layer.num_features = index.numel()
+    elif hasattr(layer, "num_parameters"):
+        layer.num_parameters = index.numel()
+
+
+def _slice_attribute(gm: fx.GraphModule, target: str, axis: int, index: torch.Tensor) -> None:
+    owner_path, _, attr = target.rpartition(".")
+    owner = gm.get_submodule(owner_path) if owner_path else gm
+    setattr(owner, attr, _take(getattr(owner, attr), index, dim=axis))
+
+
+def _set_width(layer: nn.Module, inp: int | None = None, out: int | None = None) -> None:
+    for attr, value in (("in_channels", inp), ("in_features", inp),
+                        ("out_channels", out), ("out_features", out)):
+        if value is not None and hasattr(layer, attr):
+            setattr(layer, attr, value)

@@ -1,0 +1,79 @@
+"""MACs, FLOPs and params: published sizes and an independent count (FlopCounterMode)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torchvision
+from torch.utils.flop_counter import FlopCounterMode
+
+from kdsearch.cli import main
+from kdsearch.graph.counting import count_model
+from kdsearch.models import build_model
+
+# BENCHMARKS.md: (params M, MACs M) at 100 classes, 3x32x32
+PUBLISHED = {
+    "resnet20": (0.278, 40.8), "resnet32": (0.473, 69.1), "resnet56": (0.862, 125.8),
+    "resnet110": (1.737, 253.2), "resnet8x4": (1.234, 177.1), "resnet32x4": (7.434, 1083.0),
+    "wrn_16_2": (0.703, 101.1), "wrn_40_1": (0.570, 83.3), "wrn_40_2": (2.255, 327.6),
+    "vgg8": (3.965, 96.2), "vgg13": (9.462, 284.9),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_sizes_within_one_percent(name):
+    params, macs = PUBLISHED[name]
+    counts = count_model(build_model(name, num_classes=100), (3, 32, 32))
+    assert counts.macs == pytest.approx(macs * 1e6, rel=0.01)
+    assert counts.params == pytest.approx(params * 1e6, rel=0.01)
+
+
+def conv_and_matmul_flops(model: torch.nn.Module, input_size) -> int:
+    """Independent count: FlopCounterMode's convolution + matmul FLOPs (2 per MAC)."""
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.randn(1, *input_size))
+    per_op = counter.get_flop_counts()["Global"]
+    ops = ("convolution", "mm", "addmm", "bmm", "matmul")
+    return sum(v for op, v in per_op.items() if any(str(op).startswith(f"aten.{o}") for o in ops))
+
+
+ZOO = ["resnet8", "resnet20", "resnet8x4", "wrn_16_1", "vgg8", "mobilenetv2", "shufflenetv2",
+       "digits_resnet14"]
+TORCHVISION = ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "vgg11_bn", "regnet_y_400mf",
+               "efficientnet_b0", "densenet121", "convnext_tiny", "shufflenet_v2_x0_5"]
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_macs_match_flop_counter(name):
+    in_channels = 1 if name.startswith("digits") else 3
+    size = (in_channels, 8, 8) if in_channels == 1 else (3, 32, 32)
+    model = build_model(name, num_classes=10, in_channels=in_channels)
+    counts = count_model(model, size)
+    assert 2 * counts.macs == conv_and_matmul_flops(model, size)
+    assert counts.flops >= 2 * counts.macs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_torchvision_macs_match_flop_counter(name):
+    model = torchvision.models.get_model(name, num_classes=10)
+    counts = count_model(model, (3, 64, 64))
+    assert 2 * counts.macs == conv_and_matmul_flops(model, (3, 64, 64))
+    assert sum(counts.macs_per_node.values()) == counts.macs
+
+
+def test_flops_command_json(capsys):
+    assert main(["flops", "resnet56", "--num-classes", "100", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["macs"] == pytest.approx(125.8e6, rel=0.01)
+    assert report["params"] == pytest.approx(0.862e6, rel=0.01)
+    assert all(isinstance(report[k], int) for k in ("macs", "flops", "params"))
+
+
+def test_flops_command_unknown_model(capsys):
+    assert main(["flops", "resnet65"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'resnet65'" in err and "resnet56" in err and len(err.splitlines()) == 1
