@@ -2,27 +2,40 @@
 
 The pipeline reads as the user thinks of it: teacher -> :class:`TopologyGraph` -> gates ->
 :func:`search_student` -> student (``student.json`` + ``student.pt``) -> distillation.
+Public names are imported on first use, so ``import kdsearch`` (and ``kdsearch --help``)
+stays fast.
 """
 
-from kdsearch.errors import KdsearchError
-from kdsearch.graph import Constraints, TopologyGraph, register_leaf_module
-from kdsearch.graph.counting import count_model
-from kdsearch.models import build_model
-from kdsearch.search.config import SearchConfig
-from kdsearch.search.run import search_student
-from kdsearch.student.spec import build_student, load_student
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Constraints",
-    "KdsearchError",
-    "SearchConfig",
-    "TopologyGraph",
-    "build_model",
-    "build_student",
-    "count_model",
-    "load_student",
-    "register_leaf_module",
-    "search_student",
-]
+_EXPORTS = {
+    "Constraints": "kdsearch.graph",
+    "KdsearchError": "kdsearch.errors",
+    "SearchConfig": "kdsearch.search.config",
+    "TopologyGraph": "kdsearch.graph",
+    "build_model": "kdsearch.models",
+    "build_student": "kdsearch.student.spec",
+    "count_model": "kdsearch.graph.counting",
+    "load_preset": "kdsearch.presets",
+    "load_student": "kdsearch.student.spec",
+    "register_leaf_module": "kdsearch.graph",
+    "search_student": "kdsearch.search.run",
+    "train_student": "kdsearch.distill",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'kdsearch' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return [*globals(), *__all__]

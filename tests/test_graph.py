@@ -73,7 +73,7 @@ def check_exact_extraction(model: nn.Module, input_size, seed=1):
 CIFAR_ZOO = [n for n in model_names() if not n.startswith("digits")]
 
 
-@pytest.mark.parametrize("name", CIFAR_ZOO + ["digits_resnet14"])
+@pytest.mark.parametrize("name", [*CIFAR_ZOO, "digits_resnet14"])
 def test_zoo_extraction_is_exact(name):
     size = (1, 8, 8) if name.startswith("digits") else (3, 32, 32)
     model = build_model(name, num_classes=10, in_channels=size[0])
@@ -119,7 +119,7 @@ class ConcatNet(nn.Module):
 
 
 def test_concat_depthwise_flatten_are_sliced_exactly():
-    topology, student = check_exact_extraction(ConcatNet(), (3, 8, 8))
+    topology, _ = check_exact_extraction(ConcatNet(), (3, 8, 8))
     labels = {u.label for u in topology.units.searchable()}
     assert labels == {"a", "b"}
 

@@ -7,8 +7,6 @@ import json
 
 from kdsearch.cli.common import add_model_shape_args
 from kdsearch.cli.registry import register_command
-from kdsearch.graph.counting import count_model
-from kdsearch.models.resolve import resolve_model
 
 DESCRIPTION = """\
 Count a model's cost per input sample:
@@ -26,6 +24,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kdsearch.graph.counting import count_model
+    from kdsearch.models.resolve import resolve_model
+
     resolved = resolve_model(args.model, args.num_classes, args.input_size)
     counts = count_model(resolved.model, resolved.input_size)
     report = {"model": args.model, "num_classes": resolved.num_classes,

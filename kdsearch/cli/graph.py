@@ -7,10 +7,6 @@ import json
 
 from kdsearch.cli.common import add_model_shape_args
 from kdsearch.cli.registry import register_command
-from kdsearch.graph.topology import TopologyGraph, unit_record
-from kdsearch.models import model_family
-from kdsearch.models.resolve import resolve_model
-from kdsearch.presets import load_preset
 
 DESCRIPTION = """\
 List the searchable units of MODEL: channel groups (channels removable together; groups
@@ -29,6 +25,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kdsearch.graph.topology import TopologyGraph, unit_record
+    from kdsearch.models import model_family
+    from kdsearch.models.resolve import resolve_model
+    from kdsearch.presets import load_preset
+
     resolved = resolve_model(args.model, args.num_classes, args.input_size)
     constraints, _ = load_preset(args.preset or model_family(args.model))
     topology = TopologyGraph(resolved.model, resolved.input_size, constraints)

@@ -5,16 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 from kdsearch.cli.common import add_data_args, positive_int
 from kdsearch.cli.registry import register_command
-from kdsearch.data import load_dataset
-from kdsearch.models import model_family
-from kdsearch.models.resolve import resolve_model
-from kdsearch.presets import from_mapping, load_preset
-from kdsearch.search.config import SearchConfig
-from kdsearch.search.run import search_student
 
 DESCRIPTION = """\
 Search a student inside the teacher: gates on every channel group and residual block,
@@ -38,6 +30,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=positive_int, help="search steps (default: preset)")
     parser.add_argument("--preset", help="search preset: family name or YAML path "
                                          "(default: chosen by the teacher's family)")
+    parser.add_argument("--keep", action="append", default=[], metavar="PATTERN",
+                        help="keep whole every unit under these module paths (fnmatch, e.g. "
+                             "'layer1.*'; repeatable)")
+    parser.add_argument("--min-channels", type=positive_int,
+                        help="fewest channels a group may keep (default: preset)")
+    parser.add_argument("--channel-multiple", type=positive_int,
+                        help="round kept channels to a multiple of N (default: preset)")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--freeze-weights", action="store_true",
                         help="move only the gates (network weights frozen)")
@@ -45,6 +44,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from kdsearch.data import load_dataset
+    from kdsearch.graph.units import Constraints
+    from kdsearch.models import model_family
+    from kdsearch.models.resolve import resolve_model
+    from kdsearch.presets import from_mapping, load_preset
+    from kdsearch.search.config import SearchConfig
+    from kdsearch.search.run import search_student
+
     torch.manual_seed(args.seed)
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, subset=args.subset,
                            seed=args.seed)
@@ -58,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
                  "train_weights": False if args.freeze_weights else None}
     config = from_mapping(SearchConfig, {k: v for k, v in overrides.items() if v is not None},
                           "command line", base=config)
+    limits = {"min_channels": args.min_channels, "channel_multiple": args.channel_multiple,
+              "keep": tuple(constraints.keep) + tuple(args.keep) if args.keep else None}
+    constraints = from_mapping(Constraints, {k: v for k, v in limits.items() if v is not None},
+                               "command line", base=constraints)
     result = search_student(teacher, args.teacher, dataset, args.budget, config, constraints,
                             args.out, seed=args.seed, progress=not args.quiet)
     _print_summary(result.summary, args.out)

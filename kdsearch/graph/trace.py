@@ -1,7 +1,9 @@
 """Trace a model with torch.fx and record every tensor's shape.
 
-An analysis here is an fx trace followed by :class:`torch.fx.passes.shape_prop.ShapeProp`,
-which writes ``node.meta["tensor_meta"]``. A model that cannot be traced fails with a
+An analysis here is an fx trace followed by one run of an example input through an
+:class:`torch.fx.Interpreter` that writes each tensor's shape into
+``node.meta["tensor_meta"]`` (as torch's ShapeProp does, minus its printed tracebacks).
+A model that cannot be traced fails with a
 :class:`TraceFailure` naming the module (and the error) that broke the trace. Modules whose
 type is registered with :func:`register_leaf_module` are kept opaque: the trace records them
 as one node, which is how users keep exotic blocks out of the analysis.
@@ -9,10 +11,11 @@ as one node, which is how users keep exotic blocks out of the analysis.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.fx as fx
 import torch.nn as nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from kdsearch.errors import KdsearchError
 
@@ -69,7 +72,7 @@ def symbolic_trace(model: nn.Module) -> fx.GraphModule:
     except Exception as err:  # fx raises many types; all mean "not traceable"
         where = tracer.kd_path_stack[-1] if tracer.kd_path_stack else "the top-level forward"
         kind = type(model).__name__
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        detail = _first_line(err)
         raise TraceFailure(
             f"cannot trace {kind}: in module '{where}': {type(err).__name__}: {detail} "
             "(register that block with kdsearch.graph.register_leaf_module to keep it opaque)"
@@ -81,6 +84,27 @@ def symbolic_trace(model: nn.Module) -> fx.GraphModule:
     return gm
 
 
+@dataclass(frozen=True)
+class TensorMeta:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+class _ShapeRecorder(fx.Interpreter):
+    """Runs the graph once, writing every tensor output's shape into ``node.meta``."""
+
+    def run_node(self, node: fx.Node):
+        try:
+            result = super().run_node(node)
+        except Exception as err:
+            where = node.target if node.op == "call_module" else node.name
+            raise TraceFailure(f"at {where}: {type(err).__name__}: "
+                               f"{_first_line(err)}") from err
+        if isinstance(result, torch.Tensor):
+            node.meta["tensor_meta"] = TensorMeta(tuple(result.shape), result.dtype)
+        return result
+
+
 def trace_with_shapes(model: nn.Module, example_input: torch.Tensor) -> fx.GraphModule:
     """Trace ``model`` and run ``example_input`` through it to record shapes (eval mode)."""
     gm = symbolic_trace(model)
@@ -88,23 +112,18 @@ def trace_with_shapes(model: nn.Module, example_input: torch.Tensor) -> fx.Graph
     gm.eval()
     try:
         with torch.no_grad():
-            ShapeProp(gm).propagate(example_input)
-    except Exception as err:
-        node = _failing_node(err)
-        raise TraceFailure(
-            f"cannot run {type(model).__name__} on an input of shape {list(example_input.shape)}"
-            f"{node}: {type(err).__name__}: {str(err).strip().splitlines()[0]}"
-        ) from err
+            _ShapeRecorder(gm).run(example_input)
+    except TraceFailure as err:
+        raise TraceFailure(f"cannot run {type(model).__name__} on an input of shape "
+                           f"{list(example_input.shape)}: {_first_line(err)}") from err
     finally:
         gm.train(was_training)
     return gm
 
 
-def _failing_node(err: Exception) -> str:
-    for note in getattr(err, "__notes__", []) or []:
-        if "node" in note.lower():
-            return f" ({note.strip().splitlines()[0]})"
-    return ""
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def output_shape(node: fx.Node) -> tuple[int, ...] | None:
