@@ -38,6 +38,8 @@ class SearchState:
     penalty: float
     live_macs: int
     target_macs: int
+    gate_mean: dict[str, float]  # per unit: mean gate value
+    gate_alive: dict[str, int]  # per unit: gate elements above zero
 
 
 def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -106,8 +108,15 @@ class GatedSearch:
         live, target = self.live_macs(), self.target_macs(step)
         self.lam *= (1 + self.config.lambda_rate) if live > target else 1 / (
             1 + self.config.lambda_rate)
+        means, alive = self.gate_summary()
         return SearchState(step, self.lam, float(kl.detach()), float(self.penalty()), live,
-                           target)
+                           target, means, alive)
+
+    def gate_summary(self) -> tuple[dict[str, float], dict[str, int]]:
+        with torch.no_grad():
+            gates = {uid: g.detach().cpu() for uid, g in self.bank.gates.items()}
+        return ({uid: round(float(g.mean()), 5) for uid, g in gates.items()},
+                {uid: int((g > 0).sum()) for uid, g in gates.items()})
 
     def proximal_step(self) -> None:
         """g <- max(g - shrink, 0): the L1 penalty's proximal operator (shrink capped)."""

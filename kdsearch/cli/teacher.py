@@ -1,0 +1,50 @@
+"""``kdsearch teacher``: train a model on the labels alone (method ``ce``), to distil later."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from kdsearch.cli.common import add_data_args
+from kdsearch.cli.registry import register_command
+from kdsearch.cli.train import OUTPUT_HELP, add_training_args, build_model, config_from_args
+from kdsearch.data.registry import load_dataset
+from kdsearch.distill.method import build_method
+from kdsearch.distill.trainer import TrainingInterrupted, train
+
+WEIGHTS = "teacher.pt"
+
+DESCRIPTION = f"""\
+Train MODEL with cross-entropy on a dataset (the teacher for kdsearch search / train).
+Defaults are the CIFAR-100 recipe: SGD lr 0.05, momentum 0.9, weight decay 5e-4, batch
+64, 240 epochs, lr x0.1 after epochs 150/180/210 (scaled proportionally for --epochs).
+
+{OUTPUT_HELP.format(weights=WEIGHTS)}
+Use it with: kdsearch train --teacher MODEL --teacher-weights OUT/{WEIGHTS} ..."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True,
+                        help="zoo name or torchvision:NAME (built for the dataset's classes)")
+    add_data_args(parser, default=None)
+    add_training_args(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    dataset = load_dataset(args.dataset, data_dir=args.data_dir, subset=args.subset,
+                           seed=args.seed)
+    torch.manual_seed(args.seed)  # model initialisation
+    model = build_model(args.model, None, dataset, "model")
+    method = build_method("ce", model, None, {}, dataset.input_size)
+    try:
+        train(method, dataset, config_from_args(args), args.out, resume=args.resume,
+              quiet=args.quiet, weights_name=WEIGHTS, info={"model": args.model})
+    except TrainingInterrupted as err:
+        print(f"kdsearch: interrupted: {err}", file=sys.stderr)
+        return 130
+    return 0
+
+
+register_command("teacher", "train a teacher with cross-entropy", configure, run, DESCRIPTION)

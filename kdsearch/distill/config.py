@@ -1,0 +1,161 @@
+"""Training settings: :class:`TrainConfig`, the learning-rate schedule and the device choice.
+
+Defaults are the CIFAR-100 distillation benchmark recipe (CRD / mdistiller, METHODS.md):
+SGD lr 0.05, momentum 0.9, weight decay 5e-4, batch 64, 240 epochs, lr x0.1 at epochs
+150, 180 and 210.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from kdsearch.errors import KdsearchError
+
+RECIPE_EPOCHS = 240
+RECIPE_MILESTONES = (150, 180, 210)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides how a run trains (the method's own options included)."""
+
+    epochs: int = RECIPE_EPOCHS
+    batch_size: int = 64
+    lr: float = 0.05  # the recipe uses 0.01 for MobileNetV2 / ShuffleNetV2 students
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # applied to every parameter, BatchNorm included (as mdistiller)
+    nesterov: bool = False
+    # lr is multiplied by lr_decay when these fractions of `epochs` are done: 150/240,
+    # 180/240, 210/240 of the recipe. A shorter --epochs scales them proportionally, e.g.
+    # 24 epochs -> decays after epochs 15, 18 and 21 (see milestone_epochs).
+    lr_milestones: tuple[float, ...] = tuple(m / RECIPE_EPOCHS for m in RECIPE_MILESTONES)
+    lr_decay: float = 0.1
+    eval_batch_size: int = 512  # evaluation only: BN is in eval mode, any size gives the same
+    seed: int = 0  # seeds the batch order, augmentation and torch's RNG, per epoch
+    device: str = "auto"  # "auto": cuda if available, else cpu
+    checkpoint_every: int = 1  # epochs between checkpoint.pt writes (and always at the end)
+    compile: bool = False  # torch.compile the student and teacher (slow start, faster steps)
+    amp: bool = True  # bf16 autocast; CUDA only (ignored on CPU, which stays float32)
+    channels_last: bool = True  # channels-last memory format; CUDA only (ignored on CPU)
+    method_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"temperature": 4}
+
+    def __post_init__(self) -> None:
+        self.lr_milestones = tuple(float(m) for m in self.lr_milestones)
+        check_config(self)
+
+    def milestone_epochs(self) -> list[int]:
+        """Epochs after which lr decays: ``round(fraction * epochs)``, sorted, in 1..epochs."""
+        return sorted(min(self.epochs, max(1, round(m * self.epochs))) for m in self.lr_milestones)
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of (1-based) ``epoch``: a pure function, so resume needs no state."""
+        decays = sum(1 for milestone in self.milestone_epochs() if epoch > milestone)
+        return self.lr * self.lr_decay**decays
+
+    def schedule_text(self) -> str:
+        """One line describing the lr schedule, saying when milestones were scaled."""
+        milestones = ", ".join(map(str, self.milestone_epochs()))
+        text = f"lr {self.lr:g}, x{self.lr_decay:g} after epochs {milestones} of {self.epochs}"
+        recipe = tuple(m / RECIPE_EPOCHS for m in RECIPE_MILESTONES)
+        if self.lr_milestones == recipe and self.epochs != RECIPE_EPOCHS:
+            text += " (the recipe's 150/180/210 of 240, scaled to the epochs)"
+        return text
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def check_config(config: TrainConfig) -> None:
+    """Raise :class:`KdsearchError` for a setting that cannot work, naming it."""
+    for name in ("epochs", "batch_size", "eval_batch_size", "checkpoint_every"):
+        if getattr(config, name) < 1:
+            raise KdsearchError(f"{name} must be at least 1, not {getattr(config, name)}")
+    if config.lr <= 0 or config.lr_decay <= 0:
+        raise KdsearchError(f"lr and lr_decay must be positive, not {config.lr}/{config.lr_decay}")
+    if any(not 0 < m <= 1 for m in config.lr_milestones):
+        raise KdsearchError(
+            f"lr_milestones are fractions of the epochs in (0, 1], not {config.lr_milestones}"
+        )
+    if config.seed < 0:
+        raise KdsearchError(f"seed must be non-negative, not {config.seed}")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> cuda if available, else cpu; anything else as given (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise KdsearchError(f"unknown device {name!r} (try auto, cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise KdsearchError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+# Settings that may change between an interrupted run and its resume (they do not change
+# what is computed on a given machine, or are about speed only).
+RESUMABLE_CHANGES = frozenset({"checkpoint_every", "device", "compile"})
+
+
+def resume_conflicts(saved: dict[str, Any], config: TrainConfig) -> list[str]:
+    """``"name: saved -> now"`` for each setting that differs from a checkpoint's config."""
+    current = config.as_dict()
+    conflicts = []
+    for name, value in current.items():
+        before = saved.get(name)
+        if isinstance(value, tuple):
+            before = tuple(before) if before is not None else None
+        if name not in RESUMABLE_CHANGES and before != value:
+            conflicts.append(f"{name}: {before!r} -> {value!r}")
+    return conflicts
+
+
+class Runtime:
+    """How a config applies to the device: placement, bf16 autocast, channels-last, compile.
+
+    The fast path (autocast, channels-last) is taken on CUDA only, so CPU runs stay float32
+    and contiguous whatever the config says.
+    """
+
+    def __init__(self, device: torch.device, amp: bool, channels_last: bool):
+        self.device = device
+        self.amp = amp and device.type == "cuda"
+        self.channels_last = channels_last and device.type == "cuda"
+
+    @classmethod
+    def for_config(cls, config: TrainConfig) -> Runtime:
+        device = resolve_device(config.device)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels
+        return cls(device, config.amp, config.channels_last)
+
+    def place(self, model: torch.nn.Module, compile_models: bool = False) -> None:
+        """Move ``model`` (a method: student, teacher, extras) to the device, in place."""
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        for name in ("student", "teacher") if compile_models else ():
+            part = getattr(model, name, None)
+            if part is not None:
+                part.compile()  # in place: state_dict keys are unchanged
+
+    def autocast(self):
+        """bf16 autocast on CUDA when enabled, else a no-op context."""
+        if self.amp:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def describe(self) -> str:
+        extras = [name for name, on in (("bf16", self.amp), ("channels_last", self.channels_last))
+                  if on]
+        return str(self.device) + (f" ({', '.join(extras)})" if extras else "")

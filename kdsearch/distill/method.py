@@ -1,0 +1,196 @@
+"""The distillation-method contract and the ``METHODS`` registry.
+
+A method is one small ``nn.Module`` that owns the student, the frozen teacher and anything
+else its loss needs (fusion or adapter modules, a discriminator). The trainer only ever calls
+:meth:`DistillMethod.forward_train`, sums the returned losses and steps one optimiser over
+``student.parameters()`` and :meth:`DistillMethod.extra_parameters`; it knows nothing about
+any particular method. Adding a method is adding one file to :mod:`kdsearch.distill.methods`::
+
+    @register_method("kd")
+    class KD(DistillMethod):
+        defaults = {"temperature": 4.0}
+
+        def forward_train(self, images, labels, epoch):
+            logits = self.student(images)
+            return logits, {"loss_kd": kd_loss(logits, self.teacher_logits(images), 4.0)}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+import yaml
+
+from kdsearch.errors import KdsearchError
+from kdsearch.registry import Registry, unknown_name_message
+
+METHODS: Registry[type[DistillMethod]] = Registry("distillation method")
+
+
+def register_method(name: str):
+    """Class decorator: register a :class:`DistillMethod` subclass as ``name``."""
+
+    def add(method_class: type[DistillMethod]) -> type[DistillMethod]:
+        method_class.name = name
+        return METHODS.register(name)(method_class)
+
+    return add
+
+
+class DistillMethod(nn.Module):
+    """Base class: ``Method(student, teacher, input_size=(C, H, W), **options)``.
+
+    Contract for subclasses:
+
+    * ``forward_train(images, labels, epoch) -> (student_logits [N, classes], {name: loss})``
+      where every loss is a scalar tensor already multiplied by its weight; the trainer
+      back-propagates their sum. ``epoch`` is 1-based (the epoch being trained).
+    * ``defaults``: the method's options and their recipe values (from its paper); the
+      constructor accepts exactly these keywords and stores the merged values in
+      ``self.options``. The class docstring states the loss formula.
+    * ``needs_teacher``: ``False`` for methods that train without a teacher (``ce``).
+    * Trainable modules other than the student are returned by :meth:`extra_parameters`
+      (the trainer's optimiser steps them; they are not exported with the student) and must
+      exist once ``__init__`` returns. ``self.input_size`` is there to build them from a
+      dry forward pass.
+    * A method with its own optimiser steps it in :meth:`after_backward_step` and returns its
+      state from ``get_extra_state`` / restores it in ``set_extra_state`` (``nn.Module``'s
+      hooks), so that ``state_dict()`` covers everything an exact resume needs.
+
+    The teacher is frozen (``requires_grad_(False)``) and stays in eval mode even when
+    ``.train()`` is called on the method; use :meth:`teacher_logits` / run it under
+    ``torch.no_grad()``.
+    """
+
+    defaults: ClassVar[dict[str, Any]] = {}
+    needs_teacher: ClassVar[bool] = True
+    name: ClassVar[str] = ""  # set by @register_method (used in messages)
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None = None,
+        *,
+        input_size: tuple[int, int, int] | None = None,
+        **options: Any,
+    ):
+        super().__init__()
+        if self.needs_teacher and teacher is None:
+            raise KdsearchError(f"method {self._label()} needs a teacher")
+        self.options = resolve_options(type(self), options)
+        self.input_size = input_size
+        self.student = student
+        self.teacher = freeze(teacher) if teacher is not None else None
+
+    def forward_train(
+        self, images: torch.Tensor, labels: torch.Tensor, epoch: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(student logits [N, classes], {loss name: weighted scalar loss})`` for one batch."""
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Student logits (what evaluation and export use)."""
+        return self.student(images)
+
+    def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits, computed without autograd (safe to use inside a loss)."""
+        with torch.no_grad():
+            return self.teacher(images)
+
+    def extra_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters besides the student's (fusion/adapter modules); default none."""
+        return []
+
+    def after_backward_step(self, step: int) -> None:
+        """Called after each optimiser step; ``step`` counts the steps so far (1-based)."""
+
+    def train(self, mode: bool = True) -> DistillMethod:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    @classmethod
+    def _label(cls) -> str:
+        return repr(cls.name or cls.__name__)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode with ``requires_grad`` off for every parameter."""
+    return model.eval().requires_grad_(False)
+
+
+def method_names() -> list[str]:
+    """Registered method names, sorted (imports the built-in methods first)."""
+    _import_methods()
+    return METHODS.names()
+
+
+def get_method(name: str) -> type[DistillMethod]:
+    """The method class registered as ``name``; :class:`UnknownNameError` with close matches."""
+    _import_methods()
+    return METHODS.get(name)
+
+
+def build_method(
+    name: str,
+    student: nn.Module,
+    teacher: nn.Module | None,
+    options: Mapping[str, Any] | None = None,
+    input_size: tuple[int, int, int] | None = None,
+) -> DistillMethod:
+    """``get_method(name)(student, teacher, input_size=input_size, **options)``."""
+    return get_method(name)(student, teacher, input_size=input_size, **dict(options or {}))
+
+
+def resolve_options(method_class: type[DistillMethod], given: Mapping[str, Any]) -> dict:
+    """``method_class.defaults`` updated with ``given``, each value coerced to its default's type.
+
+    Raises :class:`KdsearchError` for an option the method does not have (with close
+    matches) or a value of the wrong type. Strings (from the command line) are parsed.
+    """
+    label = method_class._label()
+    known = sorted(method_class.defaults)
+    resolved = dict(method_class.defaults)
+    for key, value in given.items():
+        if key not in method_class.defaults:
+            message = unknown_name_message(f"option of method {label}:", key, known)
+            raise KdsearchError(message if known else f"method {label} takes no options")
+        resolved[key] = coerce_option(f"option {key} of method {label}", value, resolved[key])
+    return resolved
+
+
+def coerce_option(what: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of ``default`` (bool, int, float, str); other defaults: YAML."""
+    if isinstance(default, bool):
+        return _as_bool(what, value)
+    if isinstance(default, (int, float)):
+        return _as_number(what, value, type(default))
+    if isinstance(default, str):
+        return str(value)
+    return yaml.safe_load(value) if isinstance(value, str) else value
+
+
+def _as_bool(what: str, value: Any) -> bool:
+    text = str(value).strip().lower()
+    if isinstance(value, bool) or text in ("true", "false", "yes", "no", "1", "0"):
+        return value if isinstance(value, bool) else text in ("true", "yes", "1")
+    raise KdsearchError(f"{what} expects true or false, not {value!r}")
+
+
+def _as_number(what: str, value: Any, kind: type) -> int | float:
+    if isinstance(value, bool):
+        raise KdsearchError(f"{what} expects a number, not {value!r}")
+    try:
+        number = float(value) if kind is float else int(str(value), 10)
+    except (TypeError, ValueError):
+        expected = "a number" if kind is float else "an integer"
+        raise KdsearchError(f"{what} expects {expected}, not {value!r}") from None
+    return number
+
+
+def _import_methods() -> None:
+    import kdsearch.distill.methods  # noqa: F401  (the built-in methods register themselves)

@@ -1,0 +1,114 @@
+"""``recurrent``: Pintea, Liu & van Gemert, "Recurrent Knowledge Distillation" (ICIP 2018)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from kdsearch.distill.losses import cross_entropy
+from kdsearch.distill.method import DistillMethod, register_method
+from kdsearch.distill.recurrence import TYINGS, make_recurrent, tied_convs
+from kdsearch.errors import KdsearchError
+from kdsearch.graph.counting import count_params
+from kdsearch.graph.taps import WithFeatures, stage_taps
+
+
+def attention_map(feature: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """``Q / ||Q||`` per sample, ``Q = sum_c f[c]^2`` flattened: ``[N, C, H, W] -> [N, H*W]``.
+
+    With ``size``, ``Q`` is first average-pooled (adaptive) to ``size`` (when two paired
+    maps differ in resolution, the larger is pooled to the smaller). Float32 throughout.
+    """
+    q = feature.float().pow(2).sum(dim=1)  # [N, H, W]
+    if size is not None and tuple(q.shape[1:]) != tuple(size):
+        q = F.adaptive_avg_pool2d(q.unsqueeze(1), size).squeeze(1)
+    return F.normalize(q.flatten(1), dim=1)  # [N, H*W], unit L2 norm per sample
+
+
+def attention_transfer_loss(fs: list[torch.Tensor], ft: list[torch.Tensor]) -> torch.Tensor:
+    """``sum_pairs mean_{n,p} (Q_s/||Q_s|| - Q_t/||Q_t||)^2`` (Zagoruyko & Komodakis 2017).
+
+    ``fs[i]`` and ``ft[i]`` are paired feature maps ``[N, C, H, W]`` (channel counts may
+    differ). The mean runs over the batch and the ``H*W`` positions, as attention transfer's
+    reference code and mdistiller do: per sample ``||a_s - a_t||^2 / (H W)``, averaged over
+    the batch. Spatial sizes that differ are pooled to the smaller (see :func:`attention_map`).
+    """
+    if len(fs) != len(ft):
+        raise ValueError(f"{len(fs)} student features but {len(ft)} teacher features")
+    total = fs[0].new_zeros((), dtype=torch.float32)
+    for s, t in zip(fs, ft, strict=True):
+        size = min(tuple(s.shape[2:]), tuple(t.shape[2:]), key=lambda hw: hw[0] * hw[1])
+        total = total + (attention_map(s, size) - attention_map(t, size)).pow(2).mean()
+    return total
+
+
+def pair_stages(student_stages: int, teacher_stages: int) -> list[tuple[int, int]]:
+    """Stage index pairs, aligned at the deepest stage: ``min(n_s, n_t)`` pairs."""
+    count = min(student_stages, teacher_stages)
+    return list(zip(range(student_stages - count, student_stages),
+                    range(teacher_stages - count, teacher_stages), strict=True))
+
+
+@register_method("recurrent")
+class RecurrentKD(DistillMethod):
+    """A recurrent student (conv weights shared across its residual blocks) taught by attention.
+
+    ``loss_ce = CE(z_s, y)``;
+    ``loss_at = beta * sum over matched stages of mean (Q_s/||Q_s|| - Q_t/||Q_t||)^2``,
+    ``Q = sum_c f_c^2`` of a stage output (:func:`attention_transfer_loss`).
+
+    At construction the method **transforms its student in place** with
+    :func:`~kdsearch.distill.recurrence.make_recurrent` (``tying``: interleaved, the
+    paper's choice for all later results, sequential or single); the trained (exported)
+    student is that recurrent model, whose ``state_dict`` also loads into the plain one.
+    Stage outputs come from :func:`~kdsearch.graph.taps.stage_taps`; stages are paired from
+    the deepest down. ``self.recurrence`` records the tying, the student's params before
+    and after, and the tied conv names (a student with nothing to tie triggers a warning).
+    The paper does not report its loss weight: ``beta = 1000`` is the
+    weight attention transfer (and mdistiller's AT) uses with this mean reduction.
+    """
+
+    defaults: ClassVar[dict[str, Any]] = {"tying": "interleaved", "beta": 1000.0}
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *,
+                 input_size: tuple[int, int, int] | None = None, **options: Any):
+        super().__init__(student, teacher, input_size=input_size, **options)
+        if input_size is None:
+            raise KdsearchError("method 'recurrent' needs the input size (C, H, W)")
+        if self.options["tying"] not in TYINGS:
+            raise KdsearchError(f"option tying of method 'recurrent' is one of "
+                                f"{', '.join(TYINGS)}, not {self.options['tying']!r}")
+        params_before = count_params(self.student)
+        make_recurrent(self.student, input_size, self.options["tying"])
+        self.recurrence = {"tying": self.options["tying"], "params_before": params_before,
+                           "params_after": count_params(self.student),
+                           "tied": tied_convs(self.student)}
+        if not self.recurrence["tied"]:
+            warnings.warn(f"recurrent: {type(student).__name__} has no residual blocks of "
+                          f"equal shape to tie with tying={self.options['tying']!r}; the "
+                          "student is unchanged (attention transfer still applies)",
+                          stacklevel=2)
+        student_taps = stage_taps(self.student, input_size)
+        teacher_taps = stage_taps(self.teacher, input_size)
+        pairs = pair_stages(len(student_taps), len(teacher_taps))
+        self.student_features = WithFeatures(self.student, [student_taps[s] for s, _ in pairs])
+        self.teacher_features = WithFeatures(self.teacher, [teacher_taps[t] for _, t in pairs])
+
+    def forward_train(
+        self, images: torch.Tensor, labels: torch.Tensor, epoch: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits, student_features = self.student_features(images)
+        with torch.no_grad():
+            _, teacher_features = self.teacher_features(images)
+        at = attention_transfer_loss(student_features, teacher_features)
+        return logits, {"loss_ce": cross_entropy(logits, labels),
+                        "loss_at": self.options["beta"] * at}
+
+    def train(self, mode: bool = True) -> RecurrentKD:
+        super().train(mode)
+        self.teacher_features.eval()  # shares the teacher's modules: always eval
+        return self

@@ -1,0 +1,210 @@
+"""Entry points that pick a method by name: :func:`train_student` and stages files.
+
+A stages file (YAML) trains one student with several methods in turn, each stage starting
+from the previous stage's student weights::
+
+    - method: kd
+      epochs: 200
+      options: {temperature: 4}
+    - method: reviewkd
+      epochs: 40
+      lr: 0.01
+
+Keys: ``method`` (required), ``epochs``, ``options`` (the method's options), and the
+training settings ``lr``, ``batch_size``, ``momentum``, ``weight_decay``, ``nesterov``,
+``lr_milestones``, ``lr_decay``. Unset settings come from the command line / base config.
+Stage ``i`` (1-based) writes into ``OUT/stage{i}_{method}/``; a stage whose
+``summary.json`` exists is skipped on a re-run, and ``resume`` applies to the first
+unfinished one. ``OUT/summary.json`` lists the stages; ``OUT/student.pt`` is the final student.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import yaml
+
+from kdsearch.data.base import ImageDataset
+from kdsearch.data.registry import load_dataset
+from kdsearch.distill.config import TrainConfig, resume_conflicts
+from kdsearch.distill.method import build_method, get_method
+from kdsearch.distill.trainer import SUMMARY, train
+from kdsearch.errors import KdsearchError, UnknownNameError
+from kdsearch.io import ensure_out_dir, read_json, write_json
+from kdsearch.models.checkpoint import load_weights
+from kdsearch.models.resolve import resolve_model
+
+# Stage keys that override TrainConfig fields, with the types they accept.
+NUMBER = (int, float)
+STAGE_SETTINGS: dict[str, tuple[type, ...]] = {
+    "epochs": (int,),
+    "lr": NUMBER,
+    "batch_size": (int,),
+    "momentum": NUMBER,
+    "weight_decay": NUMBER,
+    "nesterov": (bool,),
+    "lr_milestones": (list,),
+    "lr_decay": NUMBER,
+}
+STAGE_KEYS = ("method", "options", *STAGE_SETTINGS)
+
+
+@dataclass
+class Stage:
+    """One stage: a method, its options and the settings it overrides."""
+
+    method: str
+    options: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def config(self, base: TrainConfig) -> TrainConfig:
+        return base.replace(**self.settings, method_options=dict(self.options))
+
+
+def load_stages(path: str | Path) -> list[Stage]:
+    """Read and check a stages file; :class:`KdsearchError` naming the file, stage and key."""
+    try:
+        content = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise KdsearchError(f"{path}: cannot read stages file ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise KdsearchError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(content, list) or not content:
+        raise KdsearchError(f"{path}: a stages file is a non-empty list of stages")
+    return [parse_stage(entry, f"{path}: stage {i}") for i, entry in enumerate(content, 1)]
+
+
+def parse_stage(entry: Any, where: str) -> Stage:
+    """One stage from its YAML mapping (``where`` prefixes error messages)."""
+    if not isinstance(entry, dict):
+        raise KdsearchError(f"{where} must be a mapping with a 'method' key, not {entry!r}")
+    unknown = [key for key in entry if key not in STAGE_KEYS]
+    if unknown:
+        raise KdsearchError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(STAGE_KEYS)})")
+    if not isinstance(entry.get("method"), str):
+        raise KdsearchError(f"{where}: 'method' must name a method, not {entry.get('method')!r}")
+    try:
+        get_method(entry["method"])
+    except UnknownNameError as err:
+        raise KdsearchError(f"{where}: {err}") from None
+    options = entry.get("options") or {}
+    if not isinstance(options, dict):
+        raise KdsearchError(f"{where}: 'options' must be a mapping, not {options!r}")
+    settings = {key: entry[key] for key in STAGE_SETTINGS if key in entry}
+    for key, value in settings.items():
+        _check_type(where, key, value, STAGE_SETTINGS[key])
+    if "lr_milestones" in settings:
+        for value in settings["lr_milestones"]:
+            _check_type(where, "lr_milestones", value, NUMBER)
+        settings["lr_milestones"] = tuple(settings["lr_milestones"])
+    try:
+        TrainConfig(**settings)  # ranges (epochs >= 1, milestones in (0, 1], ...)
+    except KdsearchError as err:
+        raise KdsearchError(f"{where}: {err}") from None
+    return Stage(entry["method"], dict(options), settings)
+
+
+def _check_type(where: str, key: str, value: Any, kinds: tuple[type, ...]) -> None:
+    """Raise :class:`KdsearchError` unless ``value`` is one of ``kinds`` (bool only if listed)."""
+    if isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
+        expected = "a number" if float in kinds else " or ".join(kind.__name__ for kind in kinds)
+        raise KdsearchError(f"{where}: {key!r} must be {expected}, not {value!r}")
+
+
+def run_stages(
+    stages: list[Stage],
+    student: nn.Module,
+    teacher: nn.Module | None,
+    dataset: ImageDataset,
+    base_config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``student`` through ``stages``; returns (and writes) ``OUT/summary.json``."""
+    out = ensure_out_dir(out_dir)
+    pristine = copy.deepcopy(student)  # each stage gets a fresh module (no leftover hooks)
+    summaries, weights = [], None
+    for index, stage in enumerate(stages, start=1):
+        stage_dir = out / f"stage{index}_{stage.method}"
+        if (stage_dir / SUMMARY).exists():
+            summaries.append(finished_stage(stage_dir, stage.config(base_config)))
+            weights = stage_dir / "student.pt"
+            _note(quiet, f"stage {index} ({stage.method}) is finished: skipped ({stage_dir})")
+            continue
+        model = copy.deepcopy(pristine)
+        if weights is not None:
+            load_weights(model, weights)
+        _note(quiet, f"stage {index} of {len(stages)}: {stage.method} -> {stage_dir}")
+        method = build_method(stage.method, model, teacher, stage.options, dataset.input_size)
+        summary = train(method, dataset, stage.config(base_config), stage_dir, resume=resume,
+                        quiet=quiet, info={**(info or {}), "stage": index})
+        summaries.append(summary)
+        weights = stage_dir / "student.pt"
+    shutil.copyfile(weights, out / "student.pt")
+    load_weights(student, weights)
+    summary = {"stages": summaries, "final_test_acc": summaries[-1]["last_test_acc"],
+               "weights": "student.pt", **(info or {})}
+    write_json(out / SUMMARY, summary)
+    return summary
+
+
+def finished_stage(stage_dir: Path, config: TrainConfig) -> dict[str, Any]:
+    """The summary of a finished stage; :class:`KdsearchError` if it ran with other settings."""
+    summary = read_json(stage_dir / SUMMARY)
+    conflicts = resume_conflicts(summary.get("config", {}), config)
+    if conflicts:
+        raise KdsearchError(
+            f"{stage_dir} was trained with other settings ({'; '.join(conflicts)}); "
+            "restore the stages file or use another output directory"
+        )
+    return summary
+
+
+def train_student(
+    student: nn.Module | str,
+    teacher: nn.Module | str | None,
+    method: str = "kd",
+    dataset: ImageDataset | str = "digits",
+    config: TrainConfig | None = None,
+    out_dir: str | Path = "runs/train",
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Distil ``teacher`` into ``student`` with ``method``; returns the run's summary.
+
+    Models are modules or names (zoo name, ``torchvision:NAME``, student.json), built for
+    the dataset's classes and input size; ``dataset`` is an :class:`ImageDataset` or a name.
+    ``config`` defaults to the CIFAR recipe; its ``method_options`` go to the method; ``info``
+    is copied into the summary. The student module is trained in place (and left on the
+    training device). See :func:`kdsearch.distill.trainer.train` for the files written.
+    """
+    config = config or TrainConfig()
+    if isinstance(dataset, str):
+        dataset = load_dataset(dataset, seed=config.seed)
+    torch.manual_seed(config.seed)  # model initialisation
+    student = _as_model(student, dataset)
+    teacher = _as_model(teacher, dataset) if teacher is not None else None
+    built = build_method(method, student, teacher, config.method_options, dataset.input_size)
+    return train(built, dataset, config, out_dir, resume=resume, quiet=quiet, info=info)
+
+
+def _as_model(model: nn.Module | str, dataset: ImageDataset) -> nn.Module:
+    if isinstance(model, nn.Module):
+        return model
+    return resolve_model(model, dataset.num_classes, dataset.input_size).model
+
+
+def _note(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(text, flush=True)

@@ -1,0 +1,288 @@
+"""One training loop for every distillation method.
+
+Per epoch: re-seed, train (``method.forward_train`` -> sum of losses -> backward -> step ->
+``method.after_backward_step``), evaluate on the test split, append a line to
+``metrics.jsonl``, checkpoint. Losses and correct counts stay on the device; the host syncs
+once per epoch. Files written in the output directory (atomically):
+
+* ``metrics.jsonl``: one line per epoch: ``epoch``, ``loss`` (the total) and each named loss
+  (epoch means), ``lr``, ``train_acc`` and ``test_acc`` (%), ``epoch_time_s`` (train + test),
+  ``train_time_s``, ``images_per_s`` (training images per second);
+* ``checkpoint.pt``: every ``checkpoint_every`` epochs and at the end: ``epoch``, ``method``
+  (the method's whole state_dict: student, teacher, extra modules, own optimisers),
+  ``optimizer``, ``method_name``, ``method_options``, ``config``. No RNG state is needed:
+  every epoch re-seeds torch and the batch order from ``(seed, epoch)``, and the lr is a pure
+  function of the epoch, so a resumed epoch computes what the original run computed
+  (bit for bit on CPU);
+* ``summary.json`` (see :func:`build_summary`) and the student's state_dict
+  (``student.pt``, loadable with ``torch.load(path, weights_only=True)``).
+
+Checkpoint writing and resume checks live in :mod:`kdsearch.distill.checkpoint`; the progress
+display and the SIGINT/SIGTERM handling in :mod:`kdsearch.distill.progress`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdsearch.data.base import ImageDataset
+from kdsearch.data.batches import DeviceBatches, dataset_batches, epoch_seed
+from kdsearch.distill.checkpoint import Checkpoints, restore
+from kdsearch.distill.config import Runtime, TrainConfig
+from kdsearch.distill.method import DistillMethod
+from kdsearch.distill.progress import Progress, StopSignals
+from kdsearch.errors import KdsearchError
+from kdsearch.graph.counting import count_model
+from kdsearch.io import append_jsonl, ensure_out_dir, read_jsonl, write_json
+from kdsearch.models.checkpoint import save_weights
+
+METRICS, CHECKPOINT, SUMMARY = "metrics.jsonl", "checkpoint.pt", "summary.json"
+TORCH_SEED_SALT = 0x7EA1  # torch's RNG (dropout, ...) draws a stream apart from the batch order
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped training; the last completed epoch is in checkpoint.pt."""
+
+
+class TrainingDiverged(KdsearchError):
+    """A non-finite loss stopped training; the last good epoch is in checkpoint.pt."""
+
+
+def train(
+    method: DistillMethod,
+    dataset: ImageDataset,
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    weights_name: str = "student.pt",
+    info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``method.student`` on ``dataset``; write the run into ``out_dir``; return the summary.
+
+    ``resume=True`` continues from ``out_dir/checkpoint.pt`` (or starts if there is none);
+    without it an ``out_dir`` that already holds a run is a :class:`KdsearchError`. ``info``
+    is copied into the summary (e.g. model names). Raises :class:`TrainingInterrupted` on
+    SIGINT/SIGTERM and :class:`TrainingDiverged` on a non-finite loss, after writing the last
+    completed epoch to ``checkpoint.pt``. The modules are trained in place, on the device.
+    """
+    out = ensure_out_dir(out_dir)
+    runtime = Runtime.for_config(config)
+    cost = count_student(method.student, dataset.input_size)
+    runtime.place(method, compile_models=config.compile)
+    optimizer = build_optimizer(method, config)
+    done = restore(out / CHECKPOINT, out / METRICS, method, optimizer, config, resume, runtime)
+    train_batches = dataset_batches(
+        dataset, "train", config.batch_size, runtime.device, config.seed,
+        channels_last=runtime.channels_last,
+    )
+    test_batches = dataset_batches(
+        dataset, "test", config.eval_batch_size, runtime.device,
+        channels_last=runtime.channels_last,
+    )
+    progress = Progress(config.epochs, done, quiet)
+    progress.note(header(method, dataset, config, runtime, cost, out, done))
+    checkpoints = Checkpoints(out / CHECKPOINT, method, optimizer, config, done)
+    try:
+        with StopSignals() as stop:
+            for epoch in range(done + 1, config.epochs + 1):
+                record = run_epoch(method, optimizer, train_batches, test_batches, epoch,
+                                   config, runtime, stop)
+                append_jsonl(out / METRICS, record)
+                checkpoints.epoch_done(epoch)
+                progress.epoch_done(record)
+                if stop.requested:
+                    raise TrainingInterrupted(f"{stop.requested} after epoch {epoch}")
+    except (TrainingInterrupted, TrainingDiverged) as err:
+        saved = checkpoints.save_pending()
+        where = f"{out / CHECKPOINT} holds epoch {saved}" if saved else "no epoch completed"
+        advice = "rerun with --resume to continue" if isinstance(err, TrainingInterrupted) else (
+            "the run is deterministic: change the settings and start a new run")
+        raise type(err)(f"{err}; {where}; {advice}") from None
+    finally:
+        checkpoints.save_pending()
+        progress.close()
+    return finish(out, method, dataset, config, cost, weights_name, info, progress)
+
+
+def build_optimizer(method: DistillMethod, config: TrainConfig) -> torch.optim.SGD:
+    """SGD over the student's and the method's extra trainable parameters."""
+    parameters = [*method.student.parameters(), *method.extra_parameters()]
+    return torch.optim.SGD(
+        [p for p in parameters if p.requires_grad],
+        lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+        nesterov=config.nesterov,
+    )
+
+
+def run_epoch(
+    method: DistillMethod,
+    optimizer: torch.optim.Optimizer,
+    train_batches: DeviceBatches,
+    test_batches: DeviceBatches,
+    epoch: int,
+    config: TrainConfig,
+    runtime: Runtime,
+    stop: StopSignals,
+) -> dict[str, Any]:
+    """Train one (1-based) epoch, evaluate, and return its metrics record."""
+    start = time.perf_counter()
+    torch.manual_seed(epoch_seed(config.seed, epoch) ^ TORCH_SEED_SALT)
+    train_batches.set_epoch(epoch)
+    lr = config.lr_at(epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    sums = train_steps(method, optimizer, train_batches, epoch, runtime, stop)
+    means, train_acc, images = sums.to_host(epoch, len(train_batches))
+    train_time = time.perf_counter() - start
+    test_acc = evaluate(method, test_batches, runtime)
+    return {
+        "epoch": epoch, **means, "lr": lr, "train_acc": train_acc, "test_acc": test_acc,
+        "epoch_time_s": time.perf_counter() - start, "train_time_s": train_time,
+        "images_per_s": images / train_time,
+    }
+
+
+def train_steps(
+    method: DistillMethod,
+    optimizer: torch.optim.Optimizer,
+    batches: DeviceBatches,
+    epoch: int,
+    runtime: Runtime,
+    stop: StopSignals,
+) -> RunningSums:
+    """One pass over ``batches``; returns the on-device sums (no host sync here)."""
+    method.train()
+    sums = RunningSums(runtime.device)
+    steps_before = (epoch - 1) * len(batches)
+    for step, (images, labels) in enumerate(batches, start=1):
+        with runtime.autocast():
+            logits, losses = method.forward_train(images, labels, epoch)
+        total = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        method.after_backward_step(steps_before + step)
+        sums.add(step, losses, total, logits, labels)
+        if stop.requested:
+            raise TrainingInterrupted(f"{stop.requested} during epoch {epoch}, step {step}")
+    return sums
+
+
+class RunningSums:
+    """Per-epoch loss sums, correct count and first non-finite step, all on the device."""
+
+    def __init__(self, device: torch.device):
+        self.losses: dict[str, torch.Tensor] = {}
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)
+        self.images = 0
+        self.steps = 0
+
+    def add(self, step: int, losses: dict, total: torch.Tensor, logits, labels) -> None:
+        for name, value in {"loss": total, **losses}.items():
+            value = value.detach().float()
+            self.losses[name] = self.losses[name] + value if name in self.losses else value
+        self.correct += (logits.detach().argmax(1) == labels).sum()
+        bad = ~torch.isfinite(total.detach()) & (self.first_bad_step < 0)
+        self.first_bad_step = torch.where(bad, step, self.first_bad_step)
+        self.images += len(labels)
+        self.steps += 1
+
+    def to_host(self, epoch: int, steps_per_epoch: int) -> tuple[dict[str, float], float, int]:
+        """(loss means, train accuracy %, images seen); one sync. Raises on a bad step."""
+        names = list(self.losses)
+        values = torch.stack([self.losses[n] for n in names] + [
+            self.correct.float(), self.first_bad_step.float()]).tolist()
+        bad_step = int(values[-1])
+        if bad_step >= 0:
+            raise TrainingDiverged(
+                f"the loss is not finite at epoch {epoch}, step {bad_step} of {steps_per_epoch}"
+                " (try a lower --lr)"
+            )
+        sums, correct = values[: len(names)], values[-2]
+        means = {name: value / max(self.steps, 1) for name, value in zip(names, sums, strict=True)}
+        return means, 100.0 * correct / max(self.images, 1), self.images
+
+
+def evaluate(method: DistillMethod, batches: DeviceBatches, runtime: Runtime) -> float:
+    """Top-1 accuracy (%) of the student on ``batches`` (eval mode, no grad)."""
+    method.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
+    with torch.no_grad(), runtime.autocast():
+        for images, labels in batches:
+            correct += (method(images).argmax(1) == labels).sum()
+    return 100.0 * correct.item() / len(batches.labels)
+
+
+def finish(out: Path, method, dataset, config, cost, weights_name, info, progress) -> dict:
+    """Write the student's weights and ``summary.json``; return the summary."""
+    save_weights(method.student, out / weights_name)
+    summary = build_summary(read_jsonl(out / METRICS), method, dataset, config, cost)
+    summary.update(weights=weights_name, **(info or {}))
+    write_json(out / SUMMARY, summary)
+    progress.note(
+        f"test accuracy: best {summary['best_test_acc']:.2f}% (epoch {summary['best_epoch']}), "
+        f"last {summary['last_test_acc']:.2f}%; wrote {out}/{{{METRICS}, {CHECKPOINT}, "
+        f"{SUMMARY}, {weights_name}}}"
+    )
+    return summary
+
+
+def build_summary(records: list[dict], method, dataset, config: TrainConfig, cost) -> dict:
+    """The run at a glance: best and last test accuracy (%), speed, student size, settings.
+
+    ``best_test_acc`` is the maximum over epochs (first epoch reaching it in ``best_epoch``);
+    ``last_test_acc`` the final epoch's: papers report one or the other.
+    """
+    best = max(records, key=lambda record: record["test_acc"])
+    train_time = sum(record["train_time_s"] for record in records)
+    images = sum(record["images_per_s"] * record["train_time_s"] for record in records)
+    return {
+        "method": method.name or type(method).__name__,
+        "method_options": dict(method.options),
+        "dataset": dataset.name,
+        "num_classes": dataset.num_classes,
+        "input_size": list(dataset.input_size),
+        "best_test_acc": best["test_acc"],
+        "best_epoch": best["epoch"],
+        "last_test_acc": records[-1]["test_acc"],
+        "epochs": records[-1]["epoch"],
+        "total_time_s": sum(record["epoch_time_s"] for record in records),
+        "images_per_s": images / train_time if train_time else None,
+        "student_params": cost["params"],
+        "student_macs": cost["macs"],
+        "lr_milestone_epochs": config.milestone_epochs(),
+        "config": config.as_dict(),
+    }
+
+
+def header(method, dataset, config, runtime, cost, out, done) -> str:
+    """The line printed before training starts."""
+    macs = f"{cost['macs'] / 1e6:.2f}M MACs" if cost["macs"] is not None else "MACs unknown"
+    start = f"resuming after epoch {done}" if done else "starting"
+    return (
+        f"{start}: {method.name} on {dataset.name} ({len(dataset.train_labels)} train images) "
+        f"on {runtime.describe()}; student {cost['params']:,} params, {macs}; "
+        f"{config.schedule_text()}; batch {config.batch_size}; output {out}"
+    )
+
+
+def count_student(student: torch.nn.Module, input_size: tuple[int, int, int]) -> dict:
+    """``{"params", "macs"}`` of the student; ``macs`` is None (and a warning printed) if the
+    student cannot be traced."""
+    params = sum(p.numel() for p in student.parameters())
+    try:
+        with torch.random.fork_rng(devices=[]):  # counting draws an example input
+            macs = count_model(student, input_size).macs
+    except Exception as err:  # a summary figure must not stop a training run
+        print(f"warning: cannot count the student's MACs ({type(err).__name__}: {err})",
+              file=sys.stderr)
+        macs = None
+    return {"params": params, "macs": macs}
