@@ -46,6 +46,19 @@ def add_data_args(parser: argparse.ArgumentParser, default: str | None = "digits
     parser.add_argument("--subset", type=positive_int, default=None, metavar="N",
                         help="use a seeded random subset of N training images")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--data-input-size", type=parse_input_size, default=None,
+                        metavar="C,H,W", help="synthetic data only: image size (default 3,32,32)")
+    parser.add_argument("--data-classes", type=positive_int, default=None, metavar="N",
+                        help="synthetic data only: number of classes (default 10)")
+
+
+def dataset_from_args(args: argparse.Namespace):
+    """Load the dataset the data arguments describe (see :func:`add_data_args`)."""
+    from kdsearch.data import load_dataset
+
+    options = {"input_size": args.data_input_size, "num_classes": args.data_classes}
+    return load_dataset(args.dataset, data_dir=args.data_dir, subset=args.subset,
+                        seed=args.seed, **{k: v for k, v in options.items() if v is not None})
 
 
 def require(condition: bool, message: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kdsearch.cli.common import add_data_args, positive_int
+from kdsearch.cli.common import add_data_args, dataset_from_args, positive_int
 from kdsearch.cli.registry import register_command
 
 DESCRIPTION = """\
@@ -46,7 +46,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from kdsearch.data import load_dataset
     from kdsearch.graph.units import Constraints
     from kdsearch.models import model_family
     from kdsearch.models.resolve import resolve_model
@@ -55,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from kdsearch.search.run import search_student
 
     torch.manual_seed(args.seed)
-    dataset = load_dataset(args.dataset, data_dir=args.data_dir, subset=args.subset,
-                           seed=args.seed)
+    dataset = dataset_from_args(args)
     teacher = resolve_model(args.teacher, dataset.num_classes, dataset.input_size,
                             weights=args.teacher_weights).model
     if not args.teacher_weights:

@@ -35,8 +35,10 @@ class SelectionReport:
 
 class _State:
     def __init__(self, units: Units, model: MacModel, gates: dict[str, torch.Tensor],
-                 constraints: Constraints, last_alive: dict[str, torch.Tensor] | None = None):
+                 constraints: Constraints, last_alive: dict[str, torch.Tensor] | None = None,
+                 per_mac: bool = True):
         self.model = model
+        self.per_mac = per_mac
         self.gates = {uid: g.detach().float().cpu() for uid, g in gates.items()}
         last_alive = last_alive or {}
         self.age = {uid: last_alive.get(uid, torch.zeros_like(g)).float().cpu()
@@ -63,7 +65,8 @@ class _State:
     def score(self, uid: str, index: torch.Tensor, delta: float) -> tuple[bool, float, float]:
         """Rank key of moving these gate elements: live first, value per MAC, then age."""
         value = float(self.gates[uid][index].mean())
-        return value > 0, value / delta, float(self.age[uid][index].mean())
+        return value > 0, value / delta if self.per_mac else value, float(
+            self.age[uid][index].mean())
 
     def channel_move(self, uid: str, grow: bool) -> tuple[tuple, float, int] | None:
         """(rank key, MACs changed, new count) of moving one step, or None."""
@@ -93,9 +96,12 @@ class _State:
 def select_to_budget(units: Units, model: MacModel, gates: dict[str, torch.Tensor],
                      budget: int, constraints: Constraints,
                      last_alive: dict[str, torch.Tensor] | None = None,
-                     ) -> tuple[Selection, SelectionReport]:
-    """Kept channels and removed blocks with MACs <= budget, as close to it as units allow."""
-    state = _State(units, model, gates, constraints, last_alive)
+                     per_mac: bool = True) -> tuple[Selection, SelectionReport]:
+    """Kept channels and removed blocks with MACs <= budget, as close to it as units allow.
+
+    ``per_mac=False`` ranks by gate value alone (a global magnitude ranking).
+    """
+    state = _State(units, model, gates, constraints, last_alive, per_mac)
     report = SelectionReport(macs=0, budget=budget, from_gates_macs=state.macs())
     macs = report.from_gates_macs
     while macs > budget:

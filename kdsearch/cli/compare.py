@@ -1,0 +1,77 @@
+"""``kdsearch compare``: searched students against hand-designed ones at the same MACs."""
+
+from __future__ import annotations
+
+import argparse
+
+from kdsearch.cli.common import add_data_args, positive_int
+from kdsearch.cli.registry import register_command
+
+DESCRIPTION = """\
+For each hand-designed student in --against, search a student inside the teacher at its
+MAC budget (like:NAME), then train both from scratch with the same recipe and method over
+the same seeds (--seeds N: seeds --seed .. --seed+N-1). --pruning-baseline adds the
+teacher pruned to the same budget by filter L1 norm (channels only), retrained the same
+way; --budgets adds searched students at other budgets to the Pareto plot.
+
+Writes to --out: comparison.csv (one row per kind and student: MACs, params, best- and
+last-epoch test accuracy as mean and sample std over seeds, the difference to the
+hand-designed student at the same budget and its two-sided Welch t-test p-value, the
+per-seed accuracies), comparison.md (the same table and exactly what was compared) and
+comparison.png (accuracy against MACs). Every search and training run has its own folder
+(search/, prune/, train/) and is skipped when its summary.json exists: run the same
+command again to continue an interrupted comparison."""
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return names
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", required=True, metavar="MODEL",
+                        help="zoo name or torchvision:NAME")
+    parser.add_argument("--teacher-weights", metavar="PATH",
+                        help="trained teacher weights (without: a warning, untrained teacher)")
+    add_data_args(parser, default=None)
+    parser.add_argument("--against", required=True, type=_names, metavar="MODEL,...",
+                        help="hand-designed students (zoo names), e.g. resnet20,wrn_16_2")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    parser.add_argument("--method", default="kd", help="distillation method (default kd)")
+    parser.add_argument("--seeds", type=positive_int, default=3, metavar="N",
+                        help="training runs per student, one per seed (default 3)")
+    parser.add_argument("--epochs", type=positive_int, default=240, metavar="N",
+                        help="training epochs (default 240, the CIFAR recipe)")
+    parser.add_argument("--lr", type=float, default=None, help="initial SGD lr (default 0.05)")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="training batch size (default 64)")
+    parser.add_argument("--budgets", type=_names, default=(), metavar="BUDGET,...",
+                        help="extra searched budgets for the Pareto plot, e.g. 0.5x,0.25x")
+    parser.add_argument("--pruning-baseline", action="store_true",
+                        help="also compare the teacher pruned by filter L1 norm at each budget")
+    parser.add_argument("--search-steps", type=positive_int, metavar="N",
+                        help="search steps per budget (default: the preset's)")
+    parser.add_argument("--preset", help="search preset: family name or YAML path "
+                                         "(default: chosen by the teacher's family)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kdsearch.compare import Comparison, run_comparison
+
+    settings = Comparison(
+        teacher=args.teacher, dataset=args.dataset, against=args.against,
+        teacher_weights=args.teacher_weights, method=args.method, seeds=args.seeds,
+        first_seed=args.seed, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        budgets=args.budgets, pruning_baseline=args.pruning_baseline,
+        search_steps=args.search_steps, preset=args.preset, data_dir=args.data_dir,
+        subset=args.subset, device=args.device, quiet=args.quiet)
+    run_comparison(settings, args.out)
+    return 0
+
+
+register_command("compare", "compare searched and hand-designed students at equal MACs",
+                 configure, run, DESCRIPTION)

@@ -1,0 +1,417 @@
+"""``kdsearch compare``: searched students against hand-designed ones at the same MACs.
+
+For each hand-designed student, search a student inside the teacher at its MAC budget
+(``like:NAME``), optionally prune the teacher to that budget by filter L1 norm, then train
+every student from scratch with one recipe and one method over the same seeds, and write
+``comparison.csv``, ``comparison.md`` and ``comparison.png`` into the output directory.
+
+Layout of the output directory (each step is skipped when its ``summary.json`` exists,
+so a re-run continues where the last one stopped; a step finished with other settings is
+an error naming its folder)::
+
+    teacher/summary.json                 the teacher's MACs, params and test accuracy
+    search/<budget>/                     one search per budget (kdsearch search files)
+    prune/<budget>/                      the L1 pruning baseline (pruning_baseline)
+    train/<kind>_<student>/seed<N>/      one training run (kdsearch train files)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from kdsearch.compare.plots import draw_pareto, pareto_data
+from kdsearch.compare.pruning import prune_student
+from kdsearch.compare.stats import COLUMNS, comparison_row, welch
+from kdsearch.data.base import ImageDataset
+from kdsearch.distill.config import RECIPE_EPOCHS, TrainConfig, resolve_device
+from kdsearch.errors import KdsearchError
+from kdsearch.graph.units import Constraints
+from kdsearch.io import ensure_out_dir, read_json, write_json, write_text
+from kdsearch.search.config import SearchConfig
+
+SUMMARY = "summary.json"
+SEARCH_IRRELEVANT = frozenset({"device", "log_every"})  # settings that do not move a search
+
+
+@dataclass
+class Comparison:
+    """What to compare and how to train (defaults: the CIFAR-100 KD recipe, 3 seeds)."""
+
+    teacher: str  # zoo name or torchvision:NAME
+    dataset: str
+    against: tuple[str, ...]  # hand-designed students (zoo names)
+    teacher_weights: str | None = None  # None: an untrained teacher (a warning is printed)
+    method: str = "kd"
+    seeds: int = 3  # runs per student, seeds first_seed .. first_seed + seeds - 1
+    first_seed: int = 0  # also the seed of every search
+    epochs: int = RECIPE_EPOCHS
+    lr: float | None = None  # None: TrainConfig's default (0.05)
+    batch_size: int | None = None  # None: TrainConfig's default (64)
+    budgets: tuple[str, ...] = ()  # extra searched budgets for the Pareto plot (0.5x, 41M)
+    pruning_baseline: bool = False
+    search_steps: int | None = None  # None: the preset's
+    preset: str | None = None  # None: chosen by the teacher's family
+    data_dir: str | None = None
+    subset: int | None = None
+    device: str = "auto"
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        self.against, self.budgets = tuple(self.against), tuple(self.budgets)
+        if not self.against:
+            raise KdsearchError("compare needs at least one hand-designed student (--against)")
+        if self.seeds < 1 or self.epochs < 1:
+            raise KdsearchError("seeds and epochs must be at least 1")
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+
+@dataclass
+class Setup:
+    """Everything loaded once and shared by every step of a comparison."""
+
+    settings: Comparison
+    out: Path
+    dataset: ImageDataset
+    teacher: nn.Module
+    teacher_info: dict  # model, weights, macs, params, acc
+    constraints: Constraints
+    search: SearchConfig
+    train: TrainConfig
+    preset: str
+
+
+@dataclass
+class Candidate:
+    """One student to train over the seeds: how to build it fresh, and where it runs."""
+
+    kind: str  # hand-designed, searched, pruned
+    student: str
+    budget: str
+    build: Callable[[], nn.Module]
+    reference: str = ""  # the hand-designed student it is compared with
+    runs: list[dict] = field(default_factory=list)  # training summaries, one per seed
+
+    @property
+    def folder(self) -> str:
+        name = self.student if self.kind == "hand-designed" else self.budget
+        return _safe(f"{self.kind}_{name}")
+
+
+def run_comparison(settings: Comparison, out_dir: str | Path) -> list[dict]:
+    """Run (or continue) the comparison; write the report files; return the table's rows
+    (one dict per kind and student, keys :data:`~kdsearch.compare.stats.COLUMNS`)."""
+    if not settings.teacher_weights:
+        print("kdsearch: warning: no --teacher-weights: the teacher is untrained, so the "
+              "search and the distillation are meaningless", file=sys.stderr)
+    setup = _setup(settings, ensure_out_dir(out_dir))
+    candidates = _candidates(setup)
+    for candidate in candidates:
+        candidate.runs = [_train(setup, candidate, seed) for seed in settings.seed_list]
+    hand = {c.student: c.runs for c in candidates if c.kind == "hand-designed"}
+    rows = [comparison_row(c.kind, c.student, c.budget, c.runs, c.reference,
+                           hand.get(c.reference, ())) for c in candidates]
+    _write_report(setup, rows)
+    return rows
+
+
+# -- set-up -----------------------------------------------------------------------------------
+def _setup(settings: Comparison, out: Path) -> Setup:
+    from kdsearch.data import load_dataset
+    from kdsearch.distill import get_method
+    from kdsearch.models import MODELS, model_family, model_names
+    from kdsearch.models.resolve import resolve_model
+    from kdsearch.presets import load_preset
+
+    model_names()  # imports the zoo: unknown names fail before any work starts
+    for name in settings.against:
+        MODELS.get(name)
+    get_method(settings.method)
+    device = str(resolve_device(settings.device))
+    dataset = load_dataset(settings.dataset, data_dir=settings.data_dir,
+                           subset=settings.subset, seed=settings.first_seed)
+    teacher = resolve_model(settings.teacher, dataset.num_classes, dataset.input_size,
+                            weights=settings.teacher_weights).model.eval()
+    preset = settings.preset or model_family(settings.teacher)
+    constraints, search = load_preset(preset)
+    search.device = device
+    search.steps = settings.search_steps or search.steps
+    given = {"lr": settings.lr, "batch_size": settings.batch_size}
+    train = TrainConfig(epochs=settings.epochs, device=device,
+                        **{k: v for k, v in given.items() if v is not None})
+    info = _teacher_info(settings, teacher, dataset, device, out / "teacher")
+    return Setup(settings, out, dataset, teacher, info, constraints, search, train, preset)
+
+
+def _teacher_info(settings: Comparison, teacher: nn.Module, dataset: ImageDataset,
+                  device: str, run: Path) -> dict:
+    """MACs, params and test accuracy (%) of the teacher, cached in ``run/summary.json``;
+    a cached summary of another teacher or other weights is an error (every result in the
+    directory depends on them)."""
+    identity = {"model": settings.teacher, "weights": settings.teacher_weights}
+    if (run / SUMMARY).exists():
+        saved = read_json(run / SUMMARY)
+        if {k: saved.get(k) for k in identity} != identity:
+            raise KdsearchError(f"{run.parent} holds a comparison with teacher "
+                                f"{saved.get('model')} (weights {saved.get('weights')}); "
+                                "use another output directory")
+        return saved
+    from kdsearch.data import dataset_batches
+    from kdsearch.graph.counting import count_model
+
+    counted = count_model(teacher, dataset.input_size)
+    batches = dataset_batches(dataset, "test", 512, device)
+    correct = 0
+    with torch.no_grad():
+        teacher.to(device)
+        for images, labels in batches:
+            correct += int((teacher(images).argmax(1) == labels).sum())
+        teacher.cpu()
+    summary = {**identity, "macs": counted.macs, "params": counted.params,
+               "acc": 100.0 * correct / len(batches.labels)}
+    write_json(ensure_out_dir(run) / SUMMARY, summary)
+    return summary
+
+
+# -- students ---------------------------------------------------------------------------------
+def _candidates(setup: Setup) -> list[Candidate]:
+    """Per hand-designed student: it, the searched one (and the pruned one) at its MACs;
+    then the searched students at the extra budgets. Runs the searches and the pruning."""
+    from kdsearch.models import build_model
+    from kdsearch.student.spec import build_student
+
+    data, teacher = setup.dataset, setup.settings.teacher
+    candidates = []
+    for name in setup.settings.against:
+        budget = f"like:{name}"
+        candidates.append(Candidate("hand-designed", name, budget, lambda name=name: (
+            build_model(name, data.num_classes, data.input_size[0]))))
+        spec = _search(setup, budget)
+        candidates.append(Candidate("searched", f"{teacher} searched @ {budget}", budget,
+                                    lambda spec=spec: build_student(spec), reference=name))
+        if setup.settings.pruning_baseline:
+            spec = _prune(setup, budget)
+            candidates.append(Candidate("pruned", f"{teacher} pruned @ {budget}", budget,
+                                        lambda spec=spec: build_student(spec), reference=name))
+    searched = {c.budget for c in candidates if c.kind == "searched"}
+    for budget in dict.fromkeys(b for b in setup.settings.budgets if b not in searched):
+        spec = _search(setup, budget)
+        candidates.append(Candidate("searched", f"{teacher} searched @ {budget}", budget,
+                                    lambda spec=spec: build_student(spec)))
+    return candidates
+
+
+def _search(setup: Setup, budget: str) -> dict:
+    """Search at ``budget`` (or reuse the finished search); the student's spec."""
+    from kdsearch.search.run import search_student
+
+    settings, run = setup.settings, setup.out / "search" / _safe(budget)
+    if (run / SUMMARY).exists():
+        _check_search(run, setup.search, budget)
+        _note(settings, f"search at {budget}: finished, skipped ({run})")
+    else:
+        _note(settings, f"search at {budget} -> {run}")
+        search_student(setup.teacher, settings.teacher, setup.dataset, budget, setup.search,
+                       setup.constraints, run, seed=settings.first_seed,
+                       progress=not settings.quiet)
+    return read_json(run / "student.json")
+
+
+def _check_search(run: Path, config: SearchConfig, budget: str) -> None:
+    summary = read_json(run / SUMMARY)
+    saved = {**summary.get("config", {}), "budget": summary.get("budget")}
+    now = {**asdict(config), "budget": budget}
+    changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in now.items()
+               if k not in SEARCH_IRRELEVANT and saved.get(k) != v]
+    if changed:
+        raise KdsearchError(f"{run} was searched with other settings ({'; '.join(changed)}); "
+                            "use another output directory or delete that folder")
+
+
+def _prune(setup: Setup, budget: str) -> dict:
+    """Prune the teacher to ``budget`` by L1 norm (or reuse it); the student's spec."""
+    settings, run = setup.settings, setup.out / "prune" / _safe(budget)
+    if (run / SUMMARY).exists():
+        _note(settings, f"L1 pruning at {budget}: finished, skipped ({run})")
+    else:
+        data = setup.dataset
+        summary = prune_student(setup.teacher, settings.teacher, data.num_classes,
+                                data.input_size, budget, setup.constraints, run)
+        _note(settings, f"L1 pruning at {budget}: {summary['student']['macs'] / 1e6:.3f}M "
+                        f"MACs ({100 * summary['budget_fraction']:.1f}% of the budget) -> {run}")
+    return read_json(run / "student.json")
+
+
+def _train(setup: Setup, candidate: Candidate, seed: int) -> dict:
+    """Train ``candidate`` from scratch with ``seed`` (or reuse the finished run)."""
+    from kdsearch.distill import build_method, get_method, train
+    from kdsearch.distill.stages import finished_stage
+
+    settings = setup.settings
+    run = setup.out / "train" / candidate.folder / f"seed{seed}"
+    config = setup.train.replace(seed=seed)
+    label = f"{candidate.kind} {candidate.student}, seed {seed}"
+    if (run / SUMMARY).exists():
+        _note(settings, f"{label}: finished, skipped")
+        return finished_stage(run, config)  # an error if it ran with other settings
+    _note(settings, f"{label} -> {run}")
+    torch.manual_seed(seed)  # the student's initialisation
+    student = candidate.build()
+    teacher = setup.teacher if get_method(settings.method).needs_teacher else None
+    method = build_method(settings.method, student, teacher, input_size=setup.dataset.input_size)
+    info = {"student": candidate.student, "kind": candidate.kind, "teacher": settings.teacher,
+            "teacher_weights": settings.teacher_weights}
+    return train(method, setup.dataset, config, run, resume=True, quiet=settings.quiet,
+                 info=info)
+
+
+# -- report -----------------------------------------------------------------------------------
+def _write_report(setup: Setup, rows: list[dict]) -> None:
+    settings, out = setup.settings, setup.out
+    write_text(out / "comparison.csv", csv_text(rows))
+    markdown = markdown_report(setup, rows)
+    write_text(out / "comparison.md", markdown)
+    title = (f"{settings.teacher} on {setup.dataset.name}: {settings.method}, "
+             f"{_plural(settings.epochs, 'epoch')}, {_plural(settings.seeds, 'seed')}")
+    draw_pareto(pareto_data(rows, title, setup.teacher_info), out / "comparison.png")
+    if not settings.quiet:
+        print(markdown)
+        print(f"wrote {out}/comparison.csv, comparison.md, comparison.png")
+
+
+def csv_text(rows: list[dict]) -> str:
+    """The rows as CSV: accuracies to 4 decimals, p-values to 4 significant digits, per-seed
+    accuracies joined by ``;``, empty where a value does not apply."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _csv_value(key, value) for key, value in row.items()})
+    return buffer.getvalue()
+
+
+def _csv_value(key: str, value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ";".join(f"{v:.4f}" for v in value)
+    if isinstance(value, float):
+        return f"{value:.4g}" if key.endswith("_p") else f"{value:.4f}"
+    return str(value)
+
+
+WHAT_IS_COMPARED = """\
+- **Teacher** {teacher} (weights: {weights}): {teacher_macs} MACs, {teacher_params} params,
+  test accuracy {teacher_acc:.2f}%.
+- **Students**: each hand-designed student, and a student searched inside the teacher at its
+  MAC budget (`like:NAME`; one search per budget: seed {first_seed}, {search_steps} steps,
+  preset {preset}).{pruned}
+- **Training**, identical for every student: from a fresh initialisation, method {method},
+  {epochs}, SGD {schedule}, batch {batch_size}, on {device}; the same seeds ({seeds}) for
+  every student (a seed sets the initialisation, the batch order and the augmentation).
+- **Accuracy**: top-1 (%) on the {dataset} test split ({test_images} images), mean ± sample
+  std over the seeds. **best** = the highest test accuracy over the epochs (compare with
+  tables that report the best epoch); **last** = the final epoch's (compare with tables that
+  report the last epoch).
+- **Δ** = the row's mean minus the hand-designed student's at the same budget; **p** =
+  two-sided Welch t-test (`scipy.stats.ttest_ind(a, b, equal_var=False)`) on the per-seed
+  accuracies; n/a with one seed.
+- **MACs**: multiply-accumulates of conv and linear layers per sample.
+"""
+PRUNED = """
+- **Pruned** (L1 baseline): the teacher's channels whose producing filters have the
+  smallest L1 norm (normalised per channel unit; no block removal) removed to the same
+  budget, then retrained from scratch like the others: the criterion picks the architecture."""
+
+
+def markdown_report(setup: Setup, rows: list[dict]) -> str:
+    """comparison.md: what was compared, the table, and searched vs pruned if present."""
+    settings = setup.settings
+    lines = [f"# {settings.teacher} on {setup.dataset.name}: searched vs hand-designed "
+             "students", "", _what_is_compared(setup),
+             "| kind | student | MACs | params | best acc (%) | Δ best | p best "
+             "| last acc (%) | Δ last | p last |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        compared = bool(r["reference"])
+        lines.append(
+            f"| {r['kind']} | {r['student']} | {r['macs'] / 1e6:.3f}M | {_count(r['params'])} "
+            f"| {_pm(r['best_acc_mean'], r['best_acc_std'])} | {_signed(r['best_diff'])} "
+            f"| {_p(r['best_p'], compared)} | {_pm(r['last_acc_mean'], r['last_acc_std'])} "
+            f"| {_signed(r['last_diff'])} | {_p(r['last_p'], compared)} |")
+    return "\n".join(lines + _versus_pruned(rows)) + "\n"
+
+
+def _what_is_compared(setup: Setup) -> str:
+    settings, config, teacher = setup.settings, setup.train, setup.teacher_info
+    device = config.device + (f" ({torch.cuda.get_device_name(config.device)})"
+                              if config.device.startswith("cuda") else "")
+    return WHAT_IS_COMPARED.format(
+        teacher=settings.teacher, weights=settings.teacher_weights or "none: UNTRAINED",
+        teacher_macs=f"{teacher['macs'] / 1e6:.3f}M", teacher_params=_count(teacher["params"]),
+        teacher_acc=teacher["acc"], first_seed=settings.first_seed,
+        search_steps=setup.search.steps, preset=setup.preset,
+        pruned=PRUNED if settings.pruning_baseline else "", method=settings.method,
+        epochs=_plural(config.epochs, "epoch"), schedule=config.schedule_text(),
+        batch_size=config.batch_size, device=device,
+        seeds=", ".join(map(str, settings.seed_list)), dataset=setup.dataset.name,
+        test_images=len(setup.dataset.test_labels))
+
+
+def _versus_pruned(rows: list[dict]) -> list[str]:
+    searched = {r["budget"]: r for r in rows if r["kind"] == "searched"}
+    pairs = [(searched[r["budget"]], r) for r in rows
+             if r["kind"] == "pruned" and r["budget"] in searched]
+    if not pairs:
+        return []
+    lines = ["", "Searched minus L1-pruned at the same budget (Δ and Welch p as above):", "",
+             "| budget | Δ best | p best | Δ last | p last |", "|---|---:|---:|---:|---:|"]
+    for s, p in pairs:
+        best = welch(s["best_acc_runs"], p["best_acc_runs"])
+        last = welch(s["last_acc_runs"], p["last_acc_runs"])
+        lines.append(f"| {s['budget']} | {_signed(best.diff)} | {_p(best.p_value)} "
+                     f"| {_signed(last.diff)} | {_p(last.p_value)} |")
+    return lines
+
+
+def _pm(mean: float, std: float | None) -> str:
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def _signed(value: float | None) -> str:
+    return "" if value is None else f"{value:+.2f}"
+
+
+def _p(value: float | None, compared: bool = True) -> str:
+    """A p-value; n/a where a comparison could not be tested, empty where there is none."""
+    if value is not None:
+        return f"{value:.3g}"
+    return "n/a" if compared else ""
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.3f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
+def _note(settings: Comparison, text: str) -> None:
+    if not settings.quiet:
+        print(text, flush=True)

@@ -1,0 +1,279 @@
+"""kdsearch compare: statistics, the L1 pruning baseline, figure data, and a whole run."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+from scipy.stats import ttest_ind
+
+from kdsearch.cli import compare as compare_cli
+from kdsearch.compare import (
+    COLUMNS,
+    comparison_row,
+    l1_channel_scores,
+    magnitude_prune,
+    pareto_data,
+    spread,
+    welch,
+)
+from kdsearch.errors import KdsearchError
+from kdsearch.graph.counting import count_model
+from kdsearch.graph.units import Constraints
+
+torch.set_num_threads(1)
+TEACHER, STUDENTS = "digits_resnet14", ("digits_resnet8", "digits_resnet8_half")
+
+
+# -- statistics -------------------------------------------------------------------------------
+def test_spread_is_mean_and_sample_std():
+    s = spread([1.0, 2.0, 4.0])
+    assert s.mean == pytest.approx(7 / 3) and s.n == 3
+    assert s.std == pytest.approx(torch.tensor([1.0, 2.0, 4.0]).std().item())  # ddof=1
+    assert spread([5.0]).std is None
+
+
+def test_welch_is_scipy_and_na_with_one_seed():
+    a, b = [97.2, 98.1, 97.8], [96.0, 96.9]
+    result = welch(a, b)
+    assert result.diff == pytest.approx(sum(a) / 3 - sum(b) / 2)
+    assert result.p_value == ttest_ind(a, b, equal_var=False).pvalue
+    assert welch([97.0], [96.0]).p_value is None
+    assert welch([97.0, 97.0], [97.0, 97.0]).p_value is None  # scipy: NaN
+
+
+def test_row_compares_with_its_reference():
+    runs = [{"best_test_acc": b, "last_test_acc": b - 1, "student_macs": 10, "student_params": 3}
+            for b in (90.0, 92.0)]
+    ref = [{**r, "best_test_acc": r["best_test_acc"] - 5} for r in runs]
+    row = comparison_row("searched", "s", "like:x", runs, "x", ref)
+    assert tuple(row) == COLUMNS
+    assert row["best_diff"] == pytest.approx(5.0) and row["last_acc_mean"] == 90.0
+    assert row["best_p"] == ttest_ind([90.0, 92.0], [85.0, 87.0], equal_var=False).pvalue
+    alone = comparison_row("hand-designed", "x", "like:x", ref)
+    assert alone["best_diff"] is None and alone["best_p"] is None
+
+
+# -- the L1 pruning baseline ------------------------------------------------------------------
+W = 16  # channels per conv: fine enough steps to land within 3% of any budget
+
+
+class TwoConvs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(1, W, 3, padding=1, bias=False), nn.BatchNorm2d(W)
+        self.conv2, self.bn2 = nn.Conv2d(W, W, 3, padding=1, bias=False), nn.BatchNorm2d(W)
+        self.fc = nn.Linear(W, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+class Residual(nn.Module):
+    """conv_b's output and the shortcut conv_s's output are added: one channel unit."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_a = nn.Conv2d(1, 4, 1, bias=False)
+        self.conv_b = nn.Conv2d(4, 4, 1, bias=False)
+        self.conv_s = nn.Conv2d(1, 4, 1, bias=False)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x):
+        y = self.conv_b(torch.relu(self.conv_a(x))) + self.conv_s(x)
+        return self.fc(torch.relu(y).mean((2, 3)))
+
+
+def _set_filter_norms(conv: nn.Conv2d, norms: list[float]) -> None:
+    """Filter i gets constant entries summing (in absolute value) to norms[i]."""
+    with torch.no_grad():
+        per_entry = conv.weight[0].numel()
+        for i, norm in enumerate(norms):
+            sign = -1.0 if i % 2 else 1.0  # L1, not a signed sum
+            conv.weight[i].fill_(sign * norm / per_entry)
+
+
+def test_l1_scores_sum_producers_and_normalise_per_unit():
+    model = Residual()
+    _set_filter_norms(model.conv_a, [1.0, 1.0, 1.0, 5.0])
+    _set_filter_norms(model.conv_b, [1.0, 2.0, 3.0, 4.0])
+    _set_filter_norms(model.conv_s, [4.0, 0.0, 0.0, 0.0])
+    from kdsearch.graph.topology import TopologyGraph
+
+    topology = TopologyGraph(model, (1, 4, 4), Constraints(("channels",), keep_stem=False))
+    scores = {topology.units.by_id()[uid].label: s
+              for uid, s in l1_channel_scores(topology.gm, topology.units).items()}
+    assert torch.allclose(scores["conv_a"], torch.tensor([1.0, 1, 1, 5]) / 2)
+    assert torch.allclose(scores["conv_b"], torch.tensor([5.0, 2, 3, 4]) / 3.5)
+
+
+@pytest.mark.parametrize("fraction", [0.6, 0.35])
+def test_pruning_keeps_the_largest_filters(fraction):
+    torch.manual_seed(0)
+    model = TwoConvs()
+    norms1 = [float(n) for n in torch.randperm(W) + 1]
+    norms2 = [float(n) for n in torch.randperm(W) + 1]
+    _set_filter_norms(model.conv1, norms1)
+    _set_filter_norms(model.conv2, norms2)
+    budget = round(fraction * count_model(model, (1, 8, 8)).macs)
+    result = magnitude_prune(model, (1, 8, 8), budget,
+                             Constraints(keep_stem=False, min_channels=1))
+    macs = count_model(result.student, (1, 8, 8)).macs
+    assert macs <= budget and macs == result.report.macs
+    assert not result.selection.removed_blocks
+    labels = {u.id: u.label for u in result.topology.units.channels}
+    kept = {labels[uid]: k for uid, k in result.selection.kept.items()}
+    assert set(kept) == {"conv1", "conv2"}
+    for label, norms in (("conv1", norms1), ("conv2", norms2)):
+        largest = sorted(range(W), key=lambda i: -norms[i])[:len(kept[label])]
+        assert kept[label] == sorted(largest), label
+
+
+@pytest.mark.parametrize("budget", ["like:digits_resnet8", "like:digits_resnet8_half", "0.5x",
+                                    "0.25x"])
+def test_pruning_lands_in_the_budget_on_the_digits_teacher(budget, tmp_path):
+    from kdsearch.compare import prune_student
+    from kdsearch.models import build_model
+    from kdsearch.presets import load_preset
+    from kdsearch.student.spec import build_student
+
+    torch.manual_seed(0)
+    teacher = build_model(TEACHER, 10, 1)
+    constraints, _ = load_preset("digits")
+    summary = prune_student(teacher, TEACHER, 10, (1, 8, 8), budget, constraints, tmp_path)
+    assert 0.97 <= summary["budget_fraction"] <= 1.0
+    # the spec rebuilds (fresh) into a network of exactly the pruned size
+    import json
+
+    spec = json.loads((tmp_path / "student.json").read_text())
+    assert not spec["removed_blocks"] and spec["channels"]
+    rebuilt = count_model(build_student(spec, fresh=True), (1, 8, 8))
+    assert rebuilt.macs == summary["student"]["macs"] <= summary["budget_macs"]
+
+
+def test_pruning_refuses_an_unreachable_budget():
+    with pytest.raises(KdsearchError, match="outside"):
+        magnitude_prune(TwoConvs(), (1, 8, 8), 10, Constraints(keep_stem=False, min_channels=1))
+
+
+# -- figure data ------------------------------------------------------------------------------
+def test_pareto_data_groups_kinds_and_sorts_by_macs():
+    def row(kind, student, budget, macs, best):
+        return {"kind": kind, "student": student, "budget": budget, "macs": macs,
+                "best_acc_mean": best, "best_acc_std": None, "last_acc_mean": best - 1,
+                "last_acc_std": 0.5}
+
+    rows = [row("hand-designed", "r8", "like:r8", 4e5, 90.0),
+            row("searched", "s", "like:r8", 4e5, 92.0), row("searched", "s", "0.5x", 8e5, 95.0),
+            row("searched", "s", "0.15x", 2e5, 85.0)]
+    data = pareto_data(rows, "t", teacher={"macs": 1.6e6, "acc": 97.0})
+    best, last = data.panels
+    assert [p.macs for p in best.series["searched"]] == [0.2, 0.4, 0.8]
+    assert [p.label for p in best.series["searched"]] == ["0.15x", "like:r8", "0.5x"]
+    assert best.series["hand-designed"][0].label == "r8" and "pruned" not in best.series
+    assert best.series["searched"][0].std == 0.0 and last.series["searched"][0].std == 0.5
+    assert last.series["searched"][1].mean == 91.0 and best.teacher.mean == 97.0
+
+
+# -- a whole comparison on digits -------------------------------------------------------------
+def _args(out: Path, weights: Path | None, *extra: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    compare_cli.configure(parser)
+    argv = ["--teacher", TEACHER, "--dataset", "digits", "--against", ",".join(STUDENTS),
+            "--seeds", "2", "--epochs", "1", "--search-steps", "5", "--pruning-baseline",
+            "--device", "cpu", "--quiet", "--out", str(out), *extra]
+    return parser.parse_args(argv + (["--teacher-weights", str(weights)] if weights else []))
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    from kdsearch.data import load_dataset
+    from kdsearch.distill import TrainConfig, build_method, train
+    from kdsearch.models import build_model
+
+    root = tmp_path_factory.mktemp("compare")
+    dataset = load_dataset("digits")
+    torch.manual_seed(0)
+    teacher = build_model(TEACHER, dataset.num_classes, dataset.input_size[0])
+    train(build_method("ce", teacher, None, input_size=dataset.input_size), dataset,
+          TrainConfig(epochs=1, device="cpu"), root / "teacher", quiet=True)
+    out, weights = root / "out", root / "teacher" / "student.pt"
+    start = time.perf_counter()
+    assert compare_cli.run(_args(out, weights)) == 0
+    return out, weights, time.perf_counter() - start
+
+
+def _csv(out: Path) -> list[dict]:
+    with open(out / "comparison.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_compare_writes_the_table_and_plot(comparison):
+    out, _, _ = comparison
+    rows = _csv(out)
+    assert tuple(rows[0]) == COLUMNS
+    assert [(r["kind"], r["budget"]) for r in rows] == [
+        (kind, f"like:{s}") for s in STUDENTS for kind in ("hand-designed", "searched", "pruned")]
+    for r in rows:
+        assert r["seeds"] == "2" and int(r["macs"]) > 0 and int(r["params"]) > 0
+        assert len(r["best_acc_runs"].split(";")) == 2
+        if r["kind"] != "hand-designed":
+            budget_macs = int(next(h["macs"] for h in rows if h["student"] == r["reference"]))
+            assert 0.97 * budget_macs <= int(r["macs"]) <= budget_macs
+    md = " ".join((out / "comparison.md").read_text().split())  # ignore line wrapping
+    for text in ("best", "last", "method kd, 1 epoch, ", "seeds (0, 1", "on cpu", "Welch",
+                 "| hand-designed | digits_resnet8 |", "Searched minus L1-pruned"):
+        assert text in md, text
+    assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # scipy on identical accuracies
+def test_compare_p_values_are_scipy_welch(comparison):
+    out, _, _ = comparison
+    rows = _csv(out)
+    for r in rows:
+        if r["kind"] == "hand-designed":
+            continue
+        ref = next(h for h in rows if h["student"] == r["reference"])
+        for metric in ("best", "last"):
+            a = [float(v) for v in r[f"{metric}_acc_runs"].split(";")]
+            b = [float(v) for v in ref[f"{metric}_acc_runs"].split(";")]
+            expected = ttest_ind(a, b, equal_var=False).pvalue
+            if expected != expected:  # NaN: no spread on either side
+                assert r[f"{metric}_p"] == ""
+            else:
+                assert float(r[f"{metric}_p"]) == pytest.approx(expected, rel=1e-3)
+            assert float(r[f"{metric}_diff"]) == pytest.approx(sum(a) / 2 - sum(b) / 2,
+                                                               abs=1e-3)
+
+
+@pytest.mark.slow
+def test_compare_rerun_skips_finished_work_and_continues(comparison):
+    out, weights, first = comparison
+    summaries = sorted(out.glob("**/summary.json"))
+    mtimes = {p: p.stat().st_mtime_ns for p in summaries}
+    start = time.perf_counter()
+    compare_cli.run(_args(out, weights, "--budgets", "0.5x"))
+    again = time.perf_counter() - start
+    assert all(p.stat().st_mtime_ns == mtimes[p] for p in summaries)
+    assert again < first
+    rows = _csv(out)
+    assert rows[-1]["kind"] == "searched" and rows[-1]["budget"] == "0.5x"
+    assert rows[-1]["best_p"] == "" and len(rows) == 7
+    with pytest.raises(KdsearchError, match="other settings"):
+        compare_cli.run(_args(out, weights, "--lr", "0.01"))
+
+
+def test_compare_warns_without_teacher_weights(tmp_path, capsys):
+    with pytest.raises(KdsearchError):  # a hand-designed name that is not in the zoo
+        compare_cli.run(_args(tmp_path, None, "--against", "no_such_model"))
+    assert capsys.readouterr().err.count("warning: no --teacher-weights") == 1
