@@ -33,6 +33,8 @@ progress bar over epochs on a terminal (one line per epoch otherwise; nothing wi
   {weights}      the trained network's state_dict (torch.load(..., weights_only=True))
 Ctrl-C (SIGINT) or SIGTERM stops after the current step, keeps the last completed epoch in
 checkpoint.pt and exits with code 130; run the same command with --resume to continue.
+Several GPUs: torchrun --nproc_per_node=N -m kdsearch ... trains with DistributedDataParallel;
+--batch-size is the global batch (divisible by N) and the result is the one-process run's.
 """
 
 DESCRIPTION = f"""\
@@ -101,6 +103,7 @@ def config_from_args(args: argparse.Namespace, method_options: dict | None = Non
         lr_decay=args.lr_decay, eval_batch_size=args.eval_batch_size, seed=args.seed,
         device=args.device, checkpoint_every=args.checkpoint_every, compile=args.compile,
         amp=args.amp, channels_last=args.channels_last, method_options=method_options or {},
+        cache_teacher=getattr(args, "cache_teacher", False),  # kdsearch train only
     )
 
 
@@ -124,6 +127,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(default: 2, geometric between teacher and student)")
     parser.add_argument("--assistant-search-steps", type=positive_int, metavar="N",
                         help="dgkd: search steps per assistant (default: the preset's)")
+    parser.add_argument("--cache-teacher", action="store_true",
+                        help="reuse the teacher's logits of augmented views seen in earlier "
+                             "epochs (exact; for methods using only the teacher's logits, "
+                             "e.g. kd; memory: images x views x classes x 4 bytes; "
+                             "metrics.jsonl gains teacher_cache_hit_pct)")
     add_data_args(parser, default=None)
     add_training_args(parser)
 

@@ -13,17 +13,32 @@ The whole batch is cropped and flipped by one gather (no per-image Python loop).
 order and all random draws come from a generator seeded by ``(seed, epoch)``, so a resumed
 run that calls ``set_epoch(epoch)`` sees exactly the batches of the original run (on the same
 device type and torch version).
+
+Several processes (:mod:`kdsearch.distill.distributed`) each pass ``shard=(rank, count)``:
+all draw the same order and augmentation for every whole batch and each keeps its own
+contiguous slice of it, so the slices of the ``count`` processes are the unsharded batch.
+:meth:`DeviceBatches.iter_views` also says which image and which view each row is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from kdsearch.data.base import ImageDataset
+
+
+class BatchViews(NamedTuple):
+    """Which image and which augmented view each row of a batch is (all ``[B]``, on the device)."""
+
+    index: torch.Tensor  # int64: position of the image in the split
+    top: torch.Tensor  # int64: crop offsets in 0..2p (p, the padding, is the unshifted image)
+    left: torch.Tensor
+    flip: torch.Tensor  # bool: mirrored left-right (after the crop)
 
 
 class DeviceBatches:
@@ -35,6 +50,11 @@ class DeviceBatches:
     Each ``iter()`` uses the current epoch and then advances it by one; call
     :meth:`set_epoch` before iterating to choose the epoch (e.g. when resuming).
     ``len()`` is the number of batches per epoch.
+
+    ``shard=(rank, count)``: yield only this process's slice of each batch (rows
+    ``rank * b : (rank + 1) * b`` with ``b = ceil(batch / count)``); training needs
+    ``batch_size`` divisible by ``count``; a shard whose slice of a short last batch is
+    empty skips it. The default ``(0, 1)`` is the whole batch.
     """
 
     def __init__(
@@ -52,8 +72,10 @@ class DeviceBatches:
         seed: int = 0,
         drop_last: bool | None = None,
         channels_last: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ):
         _check_inputs(images_uint8, labels, batch_size, mean, std, crop_padding)
+        _check_shard(shard, batch_size, train)
         self.device = torch.device(device)
         self.images = images_uint8.to(self.device)  # moved once, stays uint8
         self.labels = labels.to(self.device, torch.int64)
@@ -63,6 +85,7 @@ class DeviceBatches:
         self.hflip = hflip and train
         self.seed = seed
         self.channels_last = channels_last
+        self.shard = shard
         full_batch_exists = len(labels) >= batch_size
         self.drop_last = (train and full_batch_exists) if drop_last is None else drop_last
         shape = (1, len(mean), 1, 1)
@@ -79,12 +102,35 @@ class DeviceBatches:
         return count if self.drop_last or rest == 0 else count + 1
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels, _ in self.iter_views():
+            yield images, labels
+
+    def iter_views(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, BatchViews]]:
+        """Like ``iter()``, with each batch's :class:`BatchViews` as a third item."""
         generator = self._generator(self.epoch) if self.train else None
         self.epoch += 1
         order = self._order(generator)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            index = order[start : start + self.batch_size]
-            yield self._prepare(self.images[index], generator), self.labels[index]
+            views = self._views(order[start : start + self.batch_size], generator)
+            if len(views.index) == 0:
+                continue  # a short last evaluation batch can leave a shard nothing
+            yield self._prepare(self.images[views.index], views), self.labels[views.index], views
+
+    def _views(self, index: torch.Tensor, generator: torch.Generator | None) -> BatchViews:
+        """Draw the whole batch's augmentation, then keep this shard's rows."""
+        if generator is not None and (self.crop_padding or self.hflip):
+            top, left, flip = sample_augmentation(
+                len(index), self.crop_padding, self.hflip, generator, self.device
+            )
+        else:
+            top = left = torch.zeros_like(index)
+            flip = torch.zeros(len(index), dtype=torch.bool, device=index.device)
+        rank, count = self.shard
+        if count == 1:
+            return BatchViews(index, top, left, flip)
+        size = -(-len(index) // count)
+        rows = slice(rank * size, (rank + 1) * size)
+        return BatchViews(index[rows], top[rows], left[rows], flip[rows])
 
     def _order(self, generator: torch.Generator | None) -> torch.Tensor:
         """A random permutation when training, else ``0..N-1``, on the device."""
@@ -93,13 +139,10 @@ class DeviceBatches:
             return torch.arange(count, device=self.device)
         return torch.randperm(count, generator=generator, device=generator.device).to(self.device)
 
-    def _prepare(self, batch: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def _prepare(self, batch: torch.Tensor, views: BatchViews) -> torch.Tensor:
         """Augment (training) and normalise one uint8 batch."""
-        if generator is not None and (self.crop_padding or self.hflip):
-            top, left, flip = sample_augmentation(
-                len(batch), self.crop_padding, self.hflip, generator, self.device
-            )
-            batch = crop_and_flip(batch, self.crop_padding, top, left, flip)
+        if self.crop_padding or self.hflip:  # both off when not training
+            batch = crop_and_flip(batch, self.crop_padding, views.top, views.left, views.flip)
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch.float().sub_(self._offset).div_(self._scale)
@@ -123,11 +166,12 @@ def dataset_batches(
     train: bool | None = None,
     drop_last: bool | None = None,
     channels_last: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> DeviceBatches:
     """:class:`DeviceBatches` over ``split`` (``"train"`` or ``"test"``) of ``dataset``.
 
     ``train`` (shuffle + the dataset's augmentation) defaults to ``split == "train"``; pass
-    ``train=False`` to evaluate on the train split.
+    ``train=False`` to evaluate on the train split. ``shard``: see :class:`DeviceBatches`.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
@@ -146,6 +190,7 @@ def dataset_batches(
         seed=seed,
         drop_last=drop_last,
         channels_last=channels_last,
+        shard=shard,
     )
 
 
@@ -211,3 +256,11 @@ def _check_inputs(images, labels, batch_size, mean, std, crop_padding) -> None:
         raise ValueError(
             f"need batch_size >= 1 and crop_padding >= 0, got {batch_size}, {crop_padding}"
         )
+
+
+def _check_shard(shard: tuple[int, int], batch_size: int, train: bool) -> None:
+    rank, count = shard
+    if not 0 <= rank < count:
+        raise ValueError(f"shard must be (rank, count) with 0 <= rank < count, got {shard}")
+    if train and batch_size % count:
+        raise ValueError(f"training batch_size {batch_size} is not divisible by {count} shards")

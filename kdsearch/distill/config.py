@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from kdsearch.distill.distributed import local_device
 from kdsearch.errors import KdsearchError
 
 RECIPE_EPOCHS = 240
@@ -42,6 +43,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the student and teacher (slow start, faster steps)
     amp: bool = True  # bf16 autocast; CUDA only (ignored on CPU, which stays float32)
     channels_last: bool = True  # channels-last memory format; CUDA only (ignored on CPU)
+    # Look up the teacher's logits of augmented views seen in earlier epochs instead of
+    # recomputing them (exact; logit-only methods; memory: see kdsearch.distill.teacher_cache).
+    cache_teacher: bool = False
     method_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"temperature": 4}
 
     def __post_init__(self) -> None:
@@ -104,7 +108,7 @@ def resolve_device(name: str) -> torch.device:
 
 # Settings that may change between an interrupted run and its resume (they do not change
 # what is computed on a given machine, or are about speed only).
-RESUMABLE_CHANGES = frozenset({"checkpoint_every", "device", "compile"})
+RESUMABLE_CHANGES = frozenset({"checkpoint_every", "device", "compile", "cache_teacher"})
 
 
 def resume_conflicts(saved: dict[str, Any], config: TrainConfig) -> list[str]:
@@ -124,7 +128,8 @@ class Runtime:
     """How a config applies to the device: placement, bf16 autocast, channels-last, compile.
 
     The fast path (autocast, channels-last) is taken on CUDA only, so CPU runs stay float32
-    and contiguous whatever the config says.
+    and contiguous whatever the config says. Under torchrun each process takes
+    ``cuda:LOCAL_RANK`` (:func:`kdsearch.distill.distributed.local_device`).
     """
 
     def __init__(self, device: torch.device, amp: bool, channels_last: bool):
@@ -134,7 +139,7 @@ class Runtime:
 
     @classmethod
     def for_config(cls, config: TrainConfig) -> Runtime:
-        device = resolve_device(config.device)
+        device = local_device(resolve_device(config.device))
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels
         return cls(device, config.amp, config.channels_last)

@@ -2,7 +2,8 @@
 
 A method is one small ``nn.Module`` that owns the student, the frozen teacher and anything
 else its loss needs (fusion or adapter modules, a discriminator). The trainer only ever calls
-:meth:`DistillMethod.forward_train`, sums the returned losses and steps one optimiser over
+:meth:`DistillMethod.forward_train` (through ``forward``, so that DistributedDataParallel
+sees it), sums the returned losses and steps one optimiser over
 ``student.parameters()`` and :meth:`DistillMethod.extra_parameters`; it knows nothing about
 any particular method. Adding a method is adding one file to :mod:`kdsearch.distill.methods`::
 
@@ -52,13 +53,19 @@ class DistillMethod(nn.Module):
       constructor accepts exactly these keywords and stores the merged values in
       ``self.options``. The class docstring states the loss formula.
     * ``needs_teacher``: ``False`` for methods that train without a teacher (``ce``).
+    * ``teacher_logits_only``: ``True`` for methods that use the teacher only through
+      ``self.teacher_logits(images)`` on the very batch ``forward_train`` received (``kd``);
+      they may then be trained with an exact cache of those logits
+      (:mod:`kdsearch.distill.teacher_cache`, ``--cache-teacher``).
     * Trainable modules other than the student are returned by :meth:`extra_parameters`
       (the trainer's optimiser steps them; they are not exported with the student) and must
       exist once ``__init__`` returns. ``self.input_size`` is there to build them from a
       dry forward pass.
     * A method with its own optimiser steps it in :meth:`after_backward_step` and returns its
       state from ``get_extra_state`` / restores it in ``set_extra_state`` (``nn.Module``'s
-      hooks), so that ``state_dict()`` covers everything an exact resume needs.
+      hooks), so that ``state_dict()`` covers everything an exact resume needs. Under
+      torchrun such an optimiser (an attribute of the method or one of its modules) steps
+      on gradients averaged over the processes (:mod:`kdsearch.distill.distributed`).
 
     The teacher is frozen (``requires_grad_(False)``) and stays in eval mode even when
     ``.train()`` is called on the method; use :meth:`teacher_logits` / run it under
@@ -67,6 +74,7 @@ class DistillMethod(nn.Module):
 
     defaults: ClassVar[dict[str, Any]] = {}
     needs_teacher: ClassVar[bool] = True
+    teacher_logits_only: ClassVar[bool] = False  # True: may use --cache-teacher (see above)
     name: ClassVar[str] = ""  # set by @register_method (used in messages)
 
     def __init__(
@@ -91,9 +99,14 @@ class DistillMethod(nn.Module):
         """``(student logits [N, classes], {loss name: weighted scalar loss})`` for one batch."""
         raise NotImplementedError
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Student logits (what evaluation and export use)."""
-        return self.student(images)
+    def forward(
+        self, images: torch.Tensor, labels: torch.Tensor | None = None, epoch: int | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Student logits (what evaluation and export use); with ``labels`` and ``epoch``,
+        :meth:`forward_train` (how the trainer calls it, so that a DDP wrapper sees it)."""
+        if labels is None:
+            return self.student(images)
+        return self.forward_train(images, labels, epoch)
 
     def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
         """The teacher's logits, computed without autograd (safe to use inside a loss)."""

@@ -19,10 +19,18 @@ once per epoch. Files written in the output directory (atomically):
 
 Checkpoint writing and resume checks live in :mod:`kdsearch.distill.checkpoint`; the progress
 display and the SIGINT/SIGTERM handling in :mod:`kdsearch.distill.progress`.
+
+Under ``torchrun --nproc_per_node=N`` the same loop runs in N processes, each on its slice of
+every global batch of ``batch_size`` images, the method wrapped in DistributedDataParallel;
+rank 0 alone writes the files and prints (:mod:`kdsearch.distill.distributed`). With
+``config.cache_teacher``, ``method.teacher_logits`` is answered from a cache of the logits
+of views seen before (:mod:`kdsearch.distill.teacher_cache`) and each record gains
+``teacher_cache_hit_pct``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -32,10 +40,13 @@ import torch
 
 from kdsearch.data.base import ImageDataset
 from kdsearch.data.batches import DeviceBatches, dataset_batches, epoch_seed
+from kdsearch.distill import distributed
 from kdsearch.distill.checkpoint import Checkpoints, restore
 from kdsearch.distill.config import Runtime, TrainConfig
+from kdsearch.distill.distributed import SINGLE_PROCESS, Distributed
 from kdsearch.distill.method import DistillMethod
 from kdsearch.distill.progress import Progress, StopSignals
+from kdsearch.distill.teacher_cache import TeacherLogitCache, cached_teacher
 from kdsearch.errors import KdsearchError
 from kdsearch.graph.counting import count_model
 from kdsearch.io import append_jsonl, ensure_out_dir, read_jsonl, write_json
@@ -43,6 +54,7 @@ from kdsearch.models.checkpoint import save_weights
 
 METRICS, CHECKPOINT, SUMMARY = "metrics.jsonl", "checkpoint.pt", "summary.json"
 TORCH_SEED_SALT = 0x7EA1  # torch's RNG (dropout, ...) draws a stream apart from the batch order
+NO_BAD_STEP = 2**24  # "every step was finite" in a min over processes (exact in float32)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -74,27 +86,25 @@ def train(
     """
     out = ensure_out_dir(out_dir)
     runtime = Runtime.for_config(config)
+    dist = distributed.setup(runtime.device)
+    dist.check_batch_size(config.batch_size)
     cost = count_student(method.student, dataset.input_size)
     runtime.place(method, compile_models=config.compile)
     optimizer = build_optimizer(method, config)
-    done = restore(out / CHECKPOINT, out / METRICS, method, optimizer, config, resume, runtime)
-    train_batches = dataset_batches(
-        dataset, "train", config.batch_size, runtime.device, config.seed,
-        channels_last=runtime.channels_last,
-    )
-    test_batches = dataset_batches(
-        dataset, "test", config.eval_batch_size, runtime.device,
-        channels_last=runtime.channels_last,
-    )
-    progress = Progress(config.epochs, done, quiet)
-    progress.note(header(method, dataset, config, runtime, cost, out, done))
-    checkpoints = Checkpoints(out / CHECKPOINT, method, optimizer, config, done)
+    done = restore_run(out, method, optimizer, config, resume, runtime, dist)
+    train_batches, test_batches = make_batches(dataset, config, runtime, dist)
+    progress = Progress(config.epochs, done, quiet or not dist.is_main)
+    progress.note(header(method, dataset, config, runtime, cost, out, done, dist))
+    checkpoints = (Checkpoints(out / CHECKPOINT, method, optimizer, config, done)
+                   if dist.is_main else NoCheckpoints(done))
     try:
-        with StopSignals() as stop:
+        with StopSignals() as stop, dist.parallel(method, optimizer) as model, \
+                teacher_cache(method, train_batches, dataset, config) as cache:
             for epoch in range(done + 1, config.epochs + 1):
                 record = run_epoch(method, optimizer, train_batches, test_batches, epoch,
-                                   config, runtime, stop)
-                append_jsonl(out / METRICS, record)
+                                   config, runtime, stop, model=model, dist=dist, cache=cache)
+                if dist.is_main:
+                    append_jsonl(out / METRICS, record)
                 checkpoints.epoch_done(epoch)
                 progress.epoch_done(record)
                 if stop.requested:
@@ -108,7 +118,50 @@ def train(
     finally:
         checkpoints.save_pending()
         progress.close()
-    return finish(out, method, dataset, config, cost, weights_name, info, progress)
+    summary = None
+    if dist.is_main:
+        summary = finish(out, method, dataset, config, cost, weights_name, info, progress)
+    return dist.broadcast(summary)
+
+
+def restore_run(out: Path, method, optimizer, config, resume, runtime, dist: Distributed) -> int:
+    """:func:`restore` on every process; only rank 0 passes the real ``metrics.jsonl`` (which
+    a resume truncates), the others a path that does not exist. Ends with a barrier."""
+    metrics = out / METRICS if dist.is_main else out / f"{METRICS}.absent-rank{dist.rank}"
+    done = restore(out / CHECKPOINT, metrics, method, optimizer, config, resume, runtime)
+    dist.barrier()
+    return done
+
+
+def make_batches(dataset, config: TrainConfig, runtime: Runtime, dist: Distributed
+                 ) -> tuple[DeviceBatches, DeviceBatches]:
+    """This process's training and test batches (its shard of each global batch)."""
+    options = {"channels_last": runtime.channels_last, "shard": dist.shard}
+    return (
+        dataset_batches(dataset, "train", config.batch_size, runtime.device, config.seed,
+                        **options),
+        dataset_batches(dataset, "test", config.eval_batch_size, runtime.device, **options),
+    )
+
+
+class NoCheckpoints:
+    """What the processes other than rank 0 have in place of :class:`Checkpoints`."""
+
+    def __init__(self, saved_epoch: int):
+        self.saved_epoch = saved_epoch
+
+    def epoch_done(self, epoch: int) -> None:
+        self.saved_epoch = epoch  # what rank 0 holds once it has saved what is pending
+
+    def save_pending(self) -> int:
+        return self.saved_epoch
+
+
+def teacher_cache(method, batches, dataset, config: TrainConfig):
+    """:func:`cached_teacher` when ``config.cache_teacher``, else a block yielding None."""
+    if not config.cache_teacher:
+        return contextlib.nullcontext()
+    return cached_teacher(method, batches, dataset.num_classes)
 
 
 def build_optimizer(method: DistillMethod, config: TrainConfig) -> torch.optim.SGD:
@@ -130,23 +183,32 @@ def run_epoch(
     config: TrainConfig,
     runtime: Runtime,
     stop: StopSignals,
+    *,
+    model: torch.nn.Module | None = None,
+    dist: Distributed = SINGLE_PROCESS,
+    cache: TeacherLogitCache | None = None,
 ) -> dict[str, Any]:
-    """Train one (1-based) epoch, evaluate, and return its metrics record."""
+    """Train one (1-based) epoch, evaluate, and return its metrics record (see
+    :func:`train_steps` for ``model`` and ``cache``; ``dist`` sums over the processes)."""
     start = time.perf_counter()
     torch.manual_seed(epoch_seed(config.seed, epoch) ^ TORCH_SEED_SALT)
     train_batches.set_epoch(epoch)
     lr = config.lr_at(epoch)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    sums = train_steps(method, optimizer, train_batches, epoch, runtime, stop)
-    means, train_acc, images = sums.to_host(epoch, len(train_batches))
+    sums = train_steps(method, optimizer, train_batches, epoch, runtime, stop,
+                       model=model, cache=cache)
+    means, train_acc, images = sums.to_host(epoch, len(train_batches), dist)
     train_time = time.perf_counter() - start
-    test_acc = evaluate(method, test_batches, runtime)
-    return {
+    test_acc = evaluate(method, test_batches, runtime, dist)
+    record = {
         "epoch": epoch, **means, "lr": lr, "train_acc": train_acc, "test_acc": test_acc,
         "epoch_time_s": time.perf_counter() - start, "train_time_s": train_time,
         "images_per_s": images / train_time,
     }
+    if cache is not None:
+        record["teacher_cache_hit_pct"] = cache.take_hit_rate()  # this process's
+    return record
 
 
 def train_steps(
@@ -156,14 +218,24 @@ def train_steps(
     epoch: int,
     runtime: Runtime,
     stop: StopSignals,
+    *,
+    model: torch.nn.Module | None = None,
+    cache: TeacherLogitCache | None = None,
 ) -> RunningSums:
-    """One pass over ``batches``; returns the on-device sums (no host sync here)."""
-    method.train()
+    """One pass over ``batches``; returns the on-device sums (no host sync here).
+
+    ``model`` runs the training forward, ``model(images, labels, epoch)``: ``method`` itself
+    (the default) or its DDP wrapper. ``cache`` is told each batch's views.
+    """
+    model = method if model is None else model
+    model.train()
     sums = RunningSums(runtime.device)
     steps_before = (epoch - 1) * len(batches)
-    for step, (images, labels) in enumerate(batches, start=1):
+    for step, (images, labels, views) in enumerate(batches.iter_views(), start=1):
+        if cache is not None:
+            cache.select(views)
         with runtime.autocast():
-            logits, losses = method.forward_train(images, labels, epoch)
+            logits, losses = model(images, labels, epoch)
         total = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -195,30 +267,37 @@ class RunningSums:
         self.images += len(labels)
         self.steps += 1
 
-    def to_host(self, epoch: int, steps_per_epoch: int) -> tuple[dict[str, float], float, int]:
-        """(loss means, train accuracy %, images seen); one sync. Raises on a bad step."""
+    def to_host(self, epoch: int, steps_per_epoch: int, dist: Distributed = SINGLE_PROCESS
+                ) -> tuple[dict[str, float], float, int]:
+        """(loss means, train accuracy %, images seen), summed over the processes; one
+        sync. Raises on a bad step (the first, over the processes)."""
         names = list(self.losses)
-        values = torch.stack([self.losses[n] for n in names] + [
-            self.correct.float(), self.first_bad_step.float()]).tolist()
-        bad_step = int(values[-1])
-        if bad_step >= 0:
+        sums = dist.all_reduce(torch.stack([self.losses[n] for n in names] + [
+            self.correct.float(), self.correct.new_tensor(self.images).float()]))
+        bad = dist.all_reduce(torch.where(self.first_bad_step < 0, NO_BAD_STEP,
+                                          self.first_bad_step), op="min")
+        values = torch.cat([sums, bad.float().view(1)]).tolist()
+        if values[-1] != NO_BAD_STEP:
             raise TrainingDiverged(
-                f"the loss is not finite at epoch {epoch}, step {bad_step} of {steps_per_epoch}"
-                " (try a lower --lr)"
+                f"the loss is not finite at epoch {epoch}, step {int(values[-1])} of "
+                f"{steps_per_epoch} (try a lower --lr)"
             )
-        sums, correct = values[: len(names)], values[-2]
-        means = {name: value / max(self.steps, 1) for name, value in zip(names, sums, strict=True)}
-        return means, 100.0 * correct / max(self.images, 1), self.images
+        sums, correct, images = values[: len(names)], values[-3], int(values[-2])
+        steps = max(self.steps, 1) * dist.world_size
+        means = {name: value / steps for name, value in zip(names, sums, strict=True)}
+        return means, 100.0 * correct / max(images, 1), images
 
 
-def evaluate(method: DistillMethod, batches: DeviceBatches, runtime: Runtime) -> float:
-    """Top-1 accuracy (%) of the student on ``batches`` (eval mode, no grad)."""
+def evaluate(method: DistillMethod, batches: DeviceBatches, runtime: Runtime,
+             dist: Distributed = SINGLE_PROCESS) -> float:
+    """Top-1 accuracy (%) of the student on ``batches`` (eval mode, no grad); with several
+    processes each evaluates its shard and the correct counts are summed."""
     method.eval()
     correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
     with torch.no_grad(), runtime.autocast():
         for images, labels in batches:
             correct += (method(images).argmax(1) == labels).sum()
-    return 100.0 * correct.item() / len(batches.labels)
+    return 100.0 * dist.all_reduce(correct).item() / len(batches.labels)
 
 
 def finish(out: Path, method, dataset, config, cost, weights_name, info, progress) -> dict:
@@ -263,14 +342,20 @@ def build_summary(records: list[dict], method, dataset, config: TrainConfig, cos
     }
 
 
-def header(method, dataset, config, runtime, cost, out, done) -> str:
+def header(method, dataset, config, runtime, cost, out, done,
+           dist: Distributed = SINGLE_PROCESS) -> str:
     """The line printed before training starts."""
     macs = f"{cost['macs'] / 1e6:.2f}M MACs" if cost["macs"] is not None else "MACs unknown"
     start = f"resuming after epoch {done}" if done else "starting"
+    where = runtime.describe()
+    batch = f"batch {config.batch_size}"
+    if dist.world_size > 1:
+        where += f" x {dist.world_size} processes"
+        batch += f" ({config.batch_size // dist.world_size} per process)"
     return (
         f"{start}: {method.name} on {dataset.name} ({len(dataset.train_labels)} train images) "
-        f"on {runtime.describe()}; student {cost['params']:,} params, {macs}; "
-        f"{config.schedule_text()}; batch {config.batch_size}; output {out}"
+        f"on {where}; student {cost['params']:,} params, {macs}; "
+        f"{config.schedule_text()}; {batch}; output {out}"
     )
 
 

@@ -22,6 +22,7 @@ class HintonKD(DistillMethod):
     """
 
     defaults: ClassVar[dict[str, Any]] = {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9}
+    teacher_logits_only = True  # reads nothing of the teacher but its logits: cacheable
 
     def forward_train(
         self, images: torch.Tensor, labels: torch.Tensor, epoch: int
