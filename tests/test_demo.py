@@ -9,17 +9,31 @@ import pytest
 from kdsearch import demo
 
 
+def test_demo_config_is_valid():
+    config = demo.check_config(demo.demo_config())
+    assert config["teacher"]["model"] == "digits_resnet14" and config["show"]
+    assert config["compare"]["against"] == ["digits_resnet8"]
+
+
 @pytest.mark.slow
-def test_demo_runs_and_continues(tmp_path, monkeypatch):
-    monkeypatch.setattr(demo, "TEACHER_EPOCHS", 1)
-    monkeypatch.setattr(demo, "STUDENT_EPOCHS", 1)
-    monkeypatch.setattr(demo, "SEARCH_STEPS", 3)
-    rows = demo.run_demo(tmp_path, quiet=True)
-    assert rows[0]["model"] == "teacher" and len(rows) == 5
-    teacher_macs = rows[0]["macs"]
-    for row in rows[1:]:
-        assert row["macs"] < teacher_macs and row["best_acc"] is not None
-    assert json.loads((tmp_path / "demo.json").read_text()) == rows
-    assert "| teacher |" in (tmp_path / "demo.md").read_text()
+def test_demo_runs_and_continues(tmp_path, capsys):
+    config = demo.demo_config()
+    config["teacher"]["train"]["epochs"] = 1
+    config["search"]["steps"] = 3
+    config["distill"]["epochs"] = 1
+    results = demo.run_demo(tmp_path, quiet=True, config=config)
+    printed = capsys.readouterr().out
+    assert "| teacher |" in printed and f"run directory: {tmp_path}" in printed
+    teacher_macs = results["students"][0]["teacher_macs"]
+    assert [s["model"] for s in results["students"]] == ["searched @ 0.5x", "searched @ 0.15x"]
+    rows = results["students"] + results["comparison"]
+    assert len(rows) == 4 and all(row["macs"] < teacher_macs for row in rows)
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    assert "| teacher |" in (tmp_path / "results.md").read_text()
+    for name in ("teacher/teacher.pt", "compare/comparison.csv", "compare/comparison.md"):
+        assert (tmp_path / name).is_file()
+    assert any(f.endswith(".png") for f in results["figures"])
     # a second run skips every finished step and reports the same table
-    assert demo.run_demo(tmp_path, quiet=True) == rows
+    again = demo.run_demo(tmp_path, quiet=True, config=config)
+    assert set(again["steps"].values()) == {"skipped"}
+    assert again["students"] == results["students"]

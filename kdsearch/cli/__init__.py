@@ -14,7 +14,9 @@ import warnings
 from kdsearch.cli.registry import COMMANDS
 from kdsearch.errors import KdsearchError
 
-COMMAND_MODULES = ("flops", "graph", "search", "teacher", "train", "compare", "demo")
+COMMAND_MODULES = (
+    "flops", "graph", "search", "teacher", "train", "compare", "run", "tune", "demo",
+)
 
 DESCRIPTION = """\
 Find a small student network inside a large teacher network and distil it.
