@@ -15,7 +15,7 @@ from kdsearch.cli.registry import COMMANDS
 from kdsearch.errors import KdsearchError
 
 COMMAND_MODULES = (
-    "flops", "graph", "search", "teacher", "train", "compare", "run", "tune", "demo",
+    "flops", "graph", "search", "teacher", "train", "compare", "show", "run", "tune", "demo",
 )
 
 DESCRIPTION = """\

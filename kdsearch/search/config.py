@@ -16,7 +16,7 @@ class SearchConfig:
     lambda_init: float = 0.1  # weight of the L1 gate penalty, adapted every step
     lambda_rate: float = 0.05  # lambda *= 1 + rate while live MACs are above the target
     ramp: float = 0.7  # the live-MAC target falls linearly to the budget over this fraction
-    max_shrink: float = 0.02  # cap on one proximal step per gate: no unit dies in one step
+    max_shrink: float = 0.1  # cap on one proximal step per gate: no unit dies in one step
     train_weights: bool = True  # False: only the gates move (network frozen, eval mode)
     ce_weight: float = 0.0  # 0: the teacher alone drives the search (unlabeled data is fine)
     cost_refresh: int = 10  # steps between recomputing each gate's MAC cost

@@ -67,10 +67,13 @@ class MacModel:
             kept_total += kept.get(unit, length) if unit in self.searchable else length
         return kept_total / total
 
-    def term_macs(self, term: _LayerTerm, kept: dict[str, int], removed: set[str]) -> float:
+    def term_macs(self, term: _LayerTerm, kept: dict[str, float], removed: set[str],
+                  block_scale: dict[str, float] | None = None) -> float:
         if removed and any(b in removed for b in term.blocks):
             return 0.0
         macs = float(term.macs)
+        for block in term.blocks if block_scale else ():
+            macs *= block_scale.get(block, 1.0)
         if term.in_layout is not None:
             macs *= self.kept_fraction(term.in_layout, kept)
         if term.out_space is not None:
@@ -79,9 +82,14 @@ class MacModel:
                 macs *= kept.get(unit, self.sizes[unit]) / self.sizes[unit]
         return macs
 
-    def macs(self, kept: dict[str, int], removed: set[str] = frozenset()) -> int:
-        """Total MACs with ``kept[unit]`` channels per channel unit and ``removed`` blocks."""
-        return round(sum(self.term_macs(t, kept, removed) for t in self.terms))
+    def macs(self, kept: dict[str, float], removed: set[str] = frozenset(),
+             block_scale: dict[str, float] | None = None) -> int:
+        """Total MACs with ``kept[unit]`` channels per channel unit and ``removed`` blocks.
+
+        Fractional counts and ``block_scale`` (a factor per block) give a smooth estimate
+        (the search's soft MACs); whole counts give the exact MACs of a student.
+        """
+        return round(sum(self.term_macs(t, kept, removed, block_scale) for t in self.terms))
 
     def unit_macs(self, unit: str, kept: dict[str, int], removed: set[str]) -> float:
         """MACs of the layers ``unit`` touches, in the given configuration."""

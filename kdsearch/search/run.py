@@ -72,8 +72,9 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
                          progress=progress)
 
     bank = gate_bank(gated)
+    # the penalty already weighs every gate by its MACs, so the gates rank by value alone
     selection, report = select_to_budget(units, mac_model, dict(bank.gates), budget_macs,
-                                         constraints, search.last_alive)
+                                         constraints, search.last_alive, per_mac=False)
     harden_gates(bank.gates, selection)
     student = extract_student(gated.cpu(), units, selection).eval()
     teacher.cpu()

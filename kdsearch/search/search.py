@@ -5,13 +5,15 @@ Objective per step (Gu & Tresp 2020)::
     T^2 * KL(softmax(t / T) || softmax(s / T))  +  lambda * sum_j cost_j * |g_j|
 
 with ``s`` the gated network's logits, ``t`` the teacher's (eval mode, no grad), and
-``cost_j`` the MACs gate element ``j`` controls in the current network, normalised to mean 1.
+``cost_j`` the MACs gate element ``j`` controls in the current network, divided by the
+largest such cost (so a whole residual block weighs as much as all its channels together).
 The network weights take an SGD step on the KL (weight decay is the ``||w||^2`` term); the
 gates take an SGD step on the KL followed by the proximal step of the penalty,
-``g <- max(g - min(gate_lr * lambda * cost, max_shrink), 0)``, so gates reach exactly zero
+``g <- clamp(g - min(gate_lr * lambda * cost, max_shrink), 0, 1)``, so gates reach exactly zero
 (the cap keeps units of equal cost from all dying in the same step). ``lambda`` is
-adapted every step so that the live MACs (gates above zero) follow a target that falls
-linearly from the teacher's MACs to the budget over the first ``ramp`` of the steps.
+adapted every step so that the soft MACs (each gate counted as the fraction of its channel
+or block that is kept; gates live in [0, 1]) follow a target that falls linearly from the
+teacher's MACs to the budget over the first ``ramp`` of the steps.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ class SearchState:
     lam: float
     kl: float
     penalty: float
-    live_macs: int
+    live_macs: int  # MACs of the network the gates describe (gates above zero kept)
+    soft_macs: int  # smooth estimate the lambda controller follows (gate values as fractions)
     target_macs: int
     gate_mean: dict[str, float]  # per unit: mean gate value
     gate_alive: dict[str, int]  # per unit: gate elements above zero
@@ -105,12 +108,12 @@ class GatedSearch:
         self.gate_opt.step()
         self.proximal_step()
         self.record_alive(step)
-        live, target = self.live_macs(), self.target_macs(step)
-        self.lam *= (1 + self.config.lambda_rate) if live > target else 1 / (
+        soft, target = self.soft_macs(), self.target_macs(step)
+        self.lam *= (1 + self.config.lambda_rate) if soft > target else 1 / (
             1 + self.config.lambda_rate)
         means, alive = self.gate_summary()
-        return SearchState(step, self.lam, float(kl.detach()), float(self.penalty()), live,
-                           target, means, alive)
+        return SearchState(step, self.lam, float(kl.detach()), float(self.penalty()),
+                           self.live_macs(), soft, target, means, alive)
 
     def gate_summary(self) -> tuple[dict[str, float], dict[str, int]]:
         with torch.no_grad():
@@ -119,12 +122,13 @@ class GatedSearch:
                 {uid: int((g > 0).sum()) for uid, g in gates.items()})
 
     def proximal_step(self) -> None:
-        """g <- max(g - shrink, 0): the L1 penalty's proximal operator (shrink capped)."""
+        """g <- clamp(g - shrink, 0, 1): the proximal operator of the L1 penalty with gates
+        kept in [0, 1] (shrink capped per step)."""
         scale = self.config.gate_lr * self.lam
         with torch.no_grad():
             for uid, gate in self.bank.gates.items():
                 shrink = (scale * self.costs[uid]).clamp_(max=self.config.max_shrink)
-                gate.sub_(shrink).clamp_(min=0)
+                gate.sub_(shrink).clamp_(0.0, 1.0)
 
     def record_alive(self, step: int) -> None:
         with torch.no_grad():
@@ -149,13 +153,22 @@ class GatedSearch:
     def live_macs(self) -> int:
         return self.mac_model.macs(*self.kept_counts())
 
+    def soft_macs(self) -> int:
+        """MACs with each gate counted as the fraction of its channel (or block) kept."""
+        with torch.no_grad():
+            values = {uid: float(g.sum()) for uid, g in self.bank.gates.items()}
+        kept = {uid: v for uid, v in values.items() if uid in self.mac_model.sizes}
+        blocks = {uid: v for uid, v in values.items() if uid not in self.mac_model.sizes}
+        return self.mac_model.macs(kept, set(), blocks)
+
     def target_macs(self, step: int) -> int:
         progress = min(1.0, (step + 1) / max(1.0, self.config.ramp * self.config.steps))
         full = self.mac_model.full
         return round(full - (full - self.budget) * progress)
 
     def gate_costs(self) -> dict[str, torch.Tensor]:
-        """MACs that one gate element saves in the current network, normalised to mean 1."""
+        """MACs that one gate element saves in the current network, normalised so that the
+        costliest gate (usually a whole residual block) has cost 1."""
         kept, removed = self.kept_counts()
         raw = {}
         for uid in self.bank.gates:
@@ -166,10 +179,8 @@ class GatedSearch:
                 raw[uid] = max(full - fewer, 0.0)
             else:
                 raw[uid] = self.mac_model.unit_macs(uid, kept, removed - {uid})
-        total = sum(raw[uid] * self.bank.gates[uid].numel() for uid in raw)
-        count = sum(g.numel() for g in self.bank.gates.values())
-        mean = total / count if total > 0 else 1.0
-        return {uid: torch.full_like(self.bank.gates[uid], raw[uid] / mean) for uid in raw}
+        top = max(raw.values(), default=0.0) or 1.0
+        return {uid: torch.full_like(self.bank.gates[uid], raw[uid] / top) for uid in raw}
 
 
 def _endless(batches: DeviceBatches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -1,0 +1,33 @@
+"""Figures of kdsearch runs: ``compute the data`` (:mod:`.data`, no display needed) is kept
+apart from ``draw it`` (:mod:`.draw`, matplotlib); :func:`show_run` does both for a run
+directory."""
+
+from kdsearch.show.data import (
+    GateCurves,
+    GraphLayout,
+    LayerWidth,
+    LayoutNode,
+    StageMacs,
+    TrainingCurves,
+    gate_curves,
+    graph_layout,
+    layer_widths,
+    stage_macs,
+    training_curves,
+)
+from kdsearch.show.run import show_run
+
+__all__ = [
+    "GateCurves",
+    "GraphLayout",
+    "LayerWidth",
+    "LayoutNode",
+    "StageMacs",
+    "TrainingCurves",
+    "gate_curves",
+    "graph_layout",
+    "layer_widths",
+    "show_run",
+    "stage_macs",
+    "training_curves",
+]
