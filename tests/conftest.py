@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 # ../shared/data beside the checkout: present on the project's machines, absent for users.
 SHARED_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -16,3 +17,13 @@ def shared_data_dir() -> Path:
     if not SHARED_DATA_DIR.is_dir():
         pytest.skip(f"{SHARED_DATA_DIR} is absent")
     return SHARED_DATA_DIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """One CPU thread for the whole suite: tiny models gain nothing from more, a busy machine
+    slows them a lot, and bit-exact comparisons with subprocess runs need one thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

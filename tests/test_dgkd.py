@@ -27,14 +27,6 @@ STUDENT = [[0.0, 0.0]]
 GUIDE = [[2 * math.log(3), 0.0]]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class FixedLogits(nn.Module):
     def __init__(self, logits):
         super().__init__()

@@ -38,14 +38,6 @@ RUN = ["--student", "digits_resnet8", "--teacher", "digits_resnet14", "--method"
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}  # observed differences: ~2e-7 (float32 sum order)
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def torchrun(args: list[str], processes: int = 2) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={processes}", "-m", "kdsearch", "train", *args]

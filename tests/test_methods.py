@@ -17,15 +17,6 @@ CLASSES = 10
 BATCH = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from more CPU threads, and a busy machine slows them a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_models(seed: int = 0) -> tuple[nn.Module, nn.Module]:
     """A digits student and a deeper digits teacher (the shapes feature methods meet)."""
     torch.manual_seed(seed)

@@ -6,7 +6,6 @@ import copy
 import json
 
 import pytest
-import torch
 import yaml
 
 import kdsearch.cli.run  # noqa: F401  (registers the command)
@@ -23,11 +22,6 @@ TINY = {
     "show": True,
     "device": "cpu",
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
 
 
 def changed(path: str, value, config: dict | None = None) -> dict:

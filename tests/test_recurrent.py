@@ -35,14 +35,6 @@ DIGITS = (1, 8, 8)
 STAGE_WEIGHTS = (16 * 16 * 9, 32 * 32 * 9, 64 * 64 * 9)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def recurrent(name: str, tying: str, input_size=CIFAR) -> tuple[nn.Module, nn.Module]:
     """(plain model, the same weights made recurrent)."""
     torch.manual_seed(0)

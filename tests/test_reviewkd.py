@@ -22,14 +22,6 @@ DIGITS = (1, 8, 8)
 CIFAR = (3, 32, 32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def model(name: str, input_size=DIGITS) -> nn.Module:
     return resolve_model(name, 10, input_size).model
 

@@ -32,14 +32,6 @@ from kdsearch.show.run import find_runs
 SEARCH_FIGURES = {"graph", "layer_widths", "stage_macs", "gates"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def search_run(tmp_path_factory) -> Path:
     """A 5-step search of digits_resnet14 at 0.4x its MACs."""

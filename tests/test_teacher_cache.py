@@ -15,14 +15,6 @@ from kdsearch.io import read_jsonl
 from kdsearch.models.resolve import resolve_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def logit_only_kd(monkeypatch):
     """``kd`` declared logit-only (its file may already say so)."""

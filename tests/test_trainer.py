@@ -37,16 +37,6 @@ CHECKPOINT_KEYS = {"format", "epoch", "method_name", "method_options", "method",
                    "config"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One CPU thread: tiny models gain nothing from more, a busy machine slows them a lot,
-    and bit-exact comparisons with the subprocess run need the same thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits", subset=192, seed=0)  # 3 batches of 64 per epoch

@@ -8,7 +8,6 @@ import sqlite3
 import sys
 
 import pytest
-import torch
 
 import kdsearch.cli.tune  # noqa: F401  (registers the command)
 from kdsearch.cli import main
@@ -21,11 +20,6 @@ BASE = {"dataset": "digits", "teacher": {"model": "digits_resnet14", "train": {"
 PARAMS = {"search.lambda_init": {"type": "float", "low": 0.05, "high": 0.5, "log": True},
           "distill.options.temperature": {"type": "float", "low": 1, "high": 8},
           "budget": {"type": "categorical", "choices": ["0.3x", "0.5x"]}}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
 
 
 def write_space(tmp_path, **changes) -> str:
