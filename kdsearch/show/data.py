@@ -84,6 +84,7 @@ class GateCurves:
     gates: dict[str, list[float]]  # unit id -> mean gate per step (nan where not logged)
     live_macs: list[float]
     target_macs: list[float]
+    soft_macs: list[float] = field(default_factory=list)  # what the lambda controller follows
     budget_macs: int | None = None
     teacher_macs: int | None = None
     removed: frozenset[str] = frozenset()  # block units the final student removed
@@ -331,6 +332,7 @@ def gate_curves(log: list[dict], summary: dict | None = None,
         gates={u: [_number(r.get("gate_mean", {}).get(u)) for r in log] for u in units},
         live_macs=[_number(r.get("live_macs")) for r in log],
         target_macs=[_number(r.get("target_macs")) for r in log],
+        soft_macs=[_number(r.get("soft_macs")) for r in log] if "soft_macs" in log[0] else [],
         budget_macs=summary.get("budget_macs"),
         teacher_macs=(summary.get("teacher") or {}).get("macs"),
         removed=frozenset((spec or {}).get("removed_blocks", {})),

@@ -316,7 +316,10 @@ def _gate_legend(curves: GateCurves) -> list:
 
 
 def _draw_macs(ax, curves: GateCurves) -> None:
-    ax.plot(curves.steps, curves.live_macs, color=KEPT, lw=1.6, label="live MACs")
+    ax.plot(curves.steps, curves.live_macs, color=KEPT, lw=1.6, label="live MACs (gates > 0)")
+    if curves.soft_macs:
+        ax.plot(curves.steps, curves.soft_macs, color=KEPT, lw=1.2, ls=":",
+                label="soft MACs (gates as fractions)")
     ax.plot(curves.steps, curves.target_macs, color=EDGE, lw=1.2, ls="--", label="target")
     if curves.budget_macs:
         ax.axhline(curves.budget_macs, color=BUDGET, lw=1.2, ls=":", label="budget")
