@@ -1,4 +1,4 @@
-"""Land exactly on the budget: rank what the gates left by gate value per MAC.
+"""Land exactly on the budget: rank what the gates left, add or remove units until it fits.
 
 The gated search drives gates to zero; what it leaves rarely sits exactly at the budget.
 Starting from the gates' own answer (a channel is kept while its gate is above zero, a block
@@ -45,10 +45,7 @@ class _State:
         last_alive = last_alive or {}
         self.age = {uid: last_alive.get(uid, torch.zeros_like(g)).float().cpu()
                     for uid, g in self.gates.items()}
-        # rank by gate value, zero gates by how long they lived
-        self.order = {uid: torch.tensor(sorted(range(g.numel()), key=lambda i, g=g, a=a: (
-            -float(g[i]), -float(a[i]))), dtype=torch.long)
-            for (uid, g), a in zip(self.gates.items(), self.age.values(), strict=True)}
+        self.order = {uid: _rank(g, self.age[uid]) for uid, g in self.gates.items()}
         self.sizes = {u.id: u.size for u in units.channels if u.id in gates}
         self.blocks = [u.id for u in units.blocks if u.id in gates]
         self.step = max(1, constraints.channel_multiple)
@@ -93,6 +90,12 @@ class _State:
         delta = abs(self.model.unit_macs(uid, self.kept, self.removed)
                     - self.model.unit_macs(uid, self.kept, without))
         return (self.score(uid, torch.tensor([0]), delta), delta) if delta else None
+
+
+def _rank(gates: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
+    """Indices by decreasing gate value; ties (zero gates) by how long they stayed alive."""
+    by_age = torch.argsort(-age, stable=True)
+    return by_age[torch.argsort(-gates[by_age], stable=True)]
 
 
 def select_to_budget(units: Units, model: MacModel, gates: dict[str, torch.Tensor],
