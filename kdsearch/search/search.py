@@ -71,7 +71,7 @@ class GatedSearch:
         self.gate_opt = torch.optim.SGD(gate_params, lr=config.gate_lr)
         for p in weights:
             p.requires_grad_(config.train_weights)
-        self.costs: dict[str, torch.Tensor] = {}
+        self.costs: dict[str, float] = {}  # per unit: the cost of each of its gate elements
         # the last step at which each gate element was above zero (-1: never)
         self.last_alive = {uid: torch.full(g.shape, -1.0) for uid, g in self.bank.gates.items()}
 
@@ -107,19 +107,24 @@ class GatedSearch:
             self.weight_opt.step()
         self.gate_opt.step()
         self.proximal_step()
-        self.record_alive(step)
-        soft, target = self.soft_macs(), self.target_macs(step)
+        gates, kl_value = self.snapshot(kl)  # the step's one copy to the host
+        self.record_alive(step, gates)
+        soft, target = self.soft_macs(gates), self.target_macs(step)
         self.lam *= (1 + self.config.lambda_rate) if soft > target else 1 / (
             1 + self.config.lambda_rate)
-        means, alive = self.gate_summary()
-        return SearchState(step, self.lam, float(kl.detach()), float(self.penalty()),
-                           self.live_macs(), soft, target, means, alive)
+        return SearchState(step, self.lam, kl_value, self.penalty(gates),
+                           self.live_macs(gates), soft, target,
+                           {uid: round(float(g.mean()), 5) for uid, g in gates.items()},
+                           {uid: int((g > 0).sum()) for uid, g in gates.items()})
 
-    def gate_summary(self) -> tuple[dict[str, float], dict[str, int]]:
+    def snapshot(self, kl: torch.Tensor) -> tuple[dict[str, torch.Tensor], float]:
+        """Every gate and the KL, copied to the host in one transfer."""
         with torch.no_grad():
-            gates = {uid: g.detach().cpu() for uid, g in self.bank.gates.items()}
-        return ({uid: round(float(g.mean()), 5) for uid, g in gates.items()},
-                {uid: int((g > 0).sum()) for uid, g in gates.items()})
+            flat = torch.cat([kl.detach().reshape(1).float(),
+                              *(g.detach().reshape(-1) for g in self.bank.gates.values())]).cpu()
+        sizes = [g.numel() for g in self.bank.gates.values()]
+        parts = torch.split(flat[1:], sizes)
+        return dict(zip(self.bank.gates.keys(), parts, strict=True)), float(flat[0])
 
     def proximal_step(self) -> None:
         """g <- clamp(g - shrink, 0, 1): the proximal operator of the L1 penalty with gates
@@ -127,22 +132,19 @@ class GatedSearch:
         scale = self.config.gate_lr * self.lam
         with torch.no_grad():
             for uid, gate in self.bank.gates.items():
-                shrink = (scale * self.costs[uid]).clamp_(max=self.config.max_shrink)
-                gate.sub_(shrink).clamp_(0.0, 1.0)
+                gate.sub_(min(scale * self.costs[uid], self.config.max_shrink)).clamp_(0.0, 1.0)
 
-    def record_alive(self, step: int) -> None:
-        with torch.no_grad():
-            for uid, gate in self.bank.gates.items():
-                self.last_alive[uid].masked_fill_(gate.detach().cpu() > 0, float(step))
+    def record_alive(self, step: int, gates: dict[str, torch.Tensor]) -> None:
+        for uid, gate in gates.items():
+            self.last_alive[uid].masked_fill_(gate > 0, float(step))
 
-    def penalty(self) -> torch.Tensor:
-        with torch.no_grad():
-            return self.lam * sum((self.costs[uid] * g.abs()).sum()
-                                  for uid, g in self.bank.gates.items())
+    def penalty(self, gates: dict[str, torch.Tensor]) -> float:
+        """lambda * sum_j cost_j * |g_j| (gates are non-negative)."""
+        return self.lam * sum(self.costs[uid] * float(g.sum()) for uid, g in gates.items())
 
-    def kept_counts(self) -> tuple[dict[str, int], set[str]]:
+    def kept_counts(self, gates: dict[str, torch.Tensor]) -> tuple[dict[str, int], set[str]]:
         kept, removed = {}, set()
-        for uid, gate in self.bank.gates.items():
+        for uid, gate in gates.items():
             alive = int((gate > 0).sum())
             if uid in self.mac_model.sizes:
                 kept[uid] = alive
@@ -150,13 +152,12 @@ class GatedSearch:
                 removed.add(uid)
         return kept, removed
 
-    def live_macs(self) -> int:
-        return self.mac_model.macs(*self.kept_counts())
+    def live_macs(self, gates: dict[str, torch.Tensor]) -> int:
+        return self.mac_model.macs(*self.kept_counts(gates))
 
-    def soft_macs(self) -> int:
+    def soft_macs(self, gates: dict[str, torch.Tensor]) -> int:
         """MACs with each gate counted as the fraction of its channel (or block) kept."""
-        with torch.no_grad():
-            values = {uid: float(g.sum()) for uid, g in self.bank.gates.items()}
+        values = {uid: float(g.sum()) for uid, g in gates.items()}
         kept = {uid: v for uid, v in values.items() if uid in self.mac_model.sizes}
         blocks = {uid: v for uid, v in values.items() if uid not in self.mac_model.sizes}
         return self.mac_model.macs(kept, set(), blocks)
@@ -166,10 +167,12 @@ class GatedSearch:
         full = self.mac_model.full
         return round(full - (full - self.budget) * progress)
 
-    def gate_costs(self) -> dict[str, torch.Tensor]:
+    def gate_costs(self) -> dict[str, float]:
         """MACs that one gate element saves in the current network, normalised so that the
         costliest gate (usually a whole residual block) has cost 1."""
-        kept, removed = self.kept_counts()
+        with torch.no_grad():
+            gates = {uid: g.detach().cpu() for uid, g in self.bank.gates.items()}
+        kept, removed = self.kept_counts(gates)
         raw = {}
         for uid in self.bank.gates:
             if uid in self.mac_model.sizes:
@@ -180,7 +183,7 @@ class GatedSearch:
             else:
                 raw[uid] = self.mac_model.unit_macs(uid, kept, removed - {uid})
         top = max(raw.values(), default=0.0) or 1.0
-        return {uid: torch.full_like(self.bank.gates[uid], raw[uid] / top) for uid in raw}
+        return {uid: cost / top for uid, cost in raw.items()}
 
 
 def _endless(batches: DeviceBatches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
