@@ -8,7 +8,8 @@
 
 from kdsearch.compare.plots import ParetoData, draw_pareto, pareto_data
 from kdsearch.compare.pruning import PruneResult, l1_channel_scores, magnitude_prune, prune_student
-from kdsearch.compare.run import Comparison, csv_text, markdown_report, run_comparison
+from kdsearch.compare.report import csv_text, markdown_report
+from kdsearch.compare.run import Comparison, run_comparison
 from kdsearch.compare.stats import COLUMNS, Difference, Spread, comparison_row, spread, welch
 
 __all__ = [

@@ -1,0 +1,139 @@
+"""The comparison's tables: ``comparison.csv`` and ``comparison.md`` from its rows."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from typing import TYPE_CHECKING
+
+import torch
+
+from kdsearch.compare.stats import COLUMNS, welch
+
+if TYPE_CHECKING:
+    from kdsearch.compare.run import Setup
+
+
+def csv_text(rows: list[dict]) -> str:
+    """The rows as CSV: accuracies to 4 decimals, p-values to 4 significant digits, per-seed
+    accuracies joined by ``;``, empty where a value does not apply."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _csv_value(key, value) for key, value in row.items()})
+    return buffer.getvalue()
+
+
+def _csv_value(key: str, value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ";".join(f"{v:.4f}" for v in value)
+    if isinstance(value, float):
+        return f"{value:.4g}" if key.endswith("_p") else f"{value:.4f}"
+    return str(value)
+
+
+WHAT_IS_COMPARED = """\
+- **Teacher** {teacher} (weights: {weights}): {teacher_macs} MACs, {teacher_params} params,
+  test accuracy {teacher_acc:.2f}%.
+- **Students**: each hand-designed student, and a student searched inside the teacher at its
+  MAC budget (`like:NAME`; one search per budget: seed {first_seed}, {search_steps} steps,
+  preset {preset}).{pruned}
+- **Training**, identical for every student: from a fresh initialisation, method {method},
+  {epochs}, SGD {schedule}, batch {batch_size}, on {device}; the same seeds ({seeds}) for
+  every student (a seed sets the initialisation, the batch order and the augmentation).
+- **Accuracy**: top-1 (%) on the {dataset} test split ({test_images} images), mean ± sample
+  std over the seeds. **best** = the highest test accuracy over the epochs (compare with
+  tables that report the best epoch); **last** = the final epoch's (compare with tables that
+  report the last epoch).
+- **Δ** = the row's mean minus the hand-designed student's at the same budget; **p** =
+  two-sided Welch t-test (`scipy.stats.ttest_ind(a, b, equal_var=False)`) on the per-seed
+  accuracies; n/a with one seed.
+- **MACs**: multiply-accumulates of conv and linear layers per sample.
+"""
+PRUNED = """
+- **Pruned** (L1 baseline): the teacher's channels whose producing filters have the
+  smallest L1 norm (normalised per channel unit; no block removal) removed to the same
+  budget, then retrained from scratch like the others: the criterion picks the architecture."""
+
+
+def markdown_report(setup: Setup, rows: list[dict]) -> str:
+    """comparison.md: what was compared, the table, and searched vs pruned if present."""
+    settings = setup.settings
+    lines = [f"# {settings.teacher} on {setup.dataset.name}: searched vs hand-designed "
+             "students", "", _what_is_compared(setup),
+             "| kind | student | MACs | params | best acc (%) | Δ best | p best "
+             "| last acc (%) | Δ last | p last |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        compared = bool(r["reference"])
+        lines.append(
+            f"| {r['kind']} | {r['student']} | {r['macs'] / 1e6:.3f}M | {_count(r['params'])} "
+            f"| {_pm(r['best_acc_mean'], r['best_acc_std'])} | {_signed(r['best_diff'])} "
+            f"| {_p(r['best_p'], compared)} | {_pm(r['last_acc_mean'], r['last_acc_std'])} "
+            f"| {_signed(r['last_diff'])} | {_p(r['last_p'], compared)} |")
+    return "\n".join(lines + _versus_pruned(rows)) + "\n"
+
+
+def _what_is_compared(setup: Setup) -> str:
+    settings, config, teacher = setup.settings, setup.train, setup.teacher_info
+    device = config.device + (f" ({torch.cuda.get_device_name(config.device)})"
+                              if config.device.startswith("cuda") else "")
+    return WHAT_IS_COMPARED.format(
+        teacher=settings.teacher, weights=settings.teacher_weights or "none: UNTRAINED",
+        teacher_macs=f"{teacher['macs'] / 1e6:.3f}M", teacher_params=_count(teacher["params"]),
+        teacher_acc=teacher["acc"], first_seed=settings.first_seed,
+        search_steps=setup.search.steps, preset=setup.preset,
+        pruned=PRUNED if settings.pruning_baseline else "", method=settings.method,
+        epochs=plural(config.epochs, "epoch"), schedule=config.schedule_text(),
+        batch_size=config.batch_size, device=device,
+        seeds=", ".join(map(str, settings.seed_list)), dataset=setup.dataset.name,
+        test_images=len(setup.dataset.test_labels))
+
+
+def _versus_pruned(rows: list[dict]) -> list[str]:
+    searched = {r["budget"]: r for r in rows if r["kind"] == "searched"}
+    pairs = [(searched[r["budget"]], r) for r in rows
+             if r["kind"] == "pruned" and r["budget"] in searched]
+    if not pairs:
+        return []
+    lines = ["", "Searched minus L1-pruned at the same budget (Δ and Welch p as above):", "",
+             "| budget | Δ best | p best | Δ last | p last |", "|---|---:|---:|---:|---:|"]
+    for s, p in pairs:
+        best = welch(s["best_acc_runs"], p["best_acc_runs"])
+        last = welch(s["last_acc_runs"], p["last_acc_runs"])
+        lines.append(f"| {s['budget']} | {_signed(best.diff)} | {_p(best.p_value)} "
+                     f"| {_signed(last.diff)} | {_p(last.p_value)} |")
+    return lines
+
+
+def _pm(mean: float, std: float | None) -> str:
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def _signed(value: float | None) -> str:
+    return "" if value is None else f"{value:+.2f}"
+
+
+def _p(value: float | None, compared: bool = True) -> str:
+    """A p-value; n/a where a comparison could not be tested, empty where there is none."""
+    if value is not None:
+        return f"{value:.3g}"
+    return "n/a" if compared else ""
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.3f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
