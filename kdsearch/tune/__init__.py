@@ -9,12 +9,13 @@ crashed workers' trials in :mod:`kdsearch.tune.study`; output files in
 :mod:`kdsearch.tune.run`. Only :mod:`kdsearch.tune.study` imports optuna, inside functions.
 """
 
-from kdsearch.tune.run import front_table, run_tune
+from kdsearch.tune.run import TuneInterrupted, front_table, run_tune
 from kdsearch.tune.space import Param, TuneSpace, check_space, load_space
 from kdsearch.tune.study import fail_stale_trials, open_storage, open_study
 
 __all__ = [
     "Param",
+    "TuneInterrupted",
     "TuneSpace",
     "check_space",
     "fail_stale_trials",

@@ -12,10 +12,16 @@ Files in the output directory::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import dataclasses
 import io
+import logging
+import os
+import signal
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,8 @@ from kdsearch.io import ensure_out_dir, write_json, write_text
 from kdsearch.tune.space import TuneSpace, load_space
 from kdsearch.tune.study import (
     HEARTBEAT_INTERVAL,
+    FileLock,
+    fail_interrupted,
     fail_stale_trials,
     front_rows,
     hide_password,
@@ -31,19 +39,35 @@ from kdsearch.tune.study import (
     make_objective,
     open_storage,
     open_study,
+    orphan_trial,
+    running_number,
+    study_lock,
     trial_rows,
+    wants_more,
 )
 
 
-def run_tune(space: TuneSpace | str | Path, trials: int, storage: str | None = None,
+class TuneInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped ``run_tune``; the message says what became of the trial."""
+
+
+def run_tune(space: TuneSpace | str | Path, trials: int | None, storage: str | None = None,
              study: str | None = None, out_dir: str | Path | None = None, quiet: bool = False,
              heartbeat_interval: int = HEARTBEAT_INTERVAL,
-             grace_period: int | None = None) -> dict[str, Any]:
+             grace_period: int | None = None, total_trials: int | None = None) -> dict[str, Any]:
     """Run ``trials`` more trials of the study (created, or continued when it exists).
+
+    With ``total_trials``, stop (sooner) once the study as a whole, every worker's trials
+    included, holds that many (see :func:`~kdsearch.tune.study.counted_trials`); ``trials``
+    may then be None. SIGINT/SIGTERM fail the running trial, queue it again, and raise
+    :class:`TuneInterrupted` (a second signal while that happens is ignored).
 
     Returns ``study``, ``storage`` (password hidden), ``objectives``, ``trials`` (every trial
     as a row) and ``front`` (the Pareto front, or the best trial for one objective).
     """
+    if trials is None and total_trials is None:
+        raise KdsearchError("give the number of trials to run (--trials) or the study's total "
+                            "(--total-trials)")
     optuna = import_optuna()
     space = space if isinstance(space, TuneSpace) else load_space(space)
     out = ensure_out_dir(out_dir or space.out)
@@ -56,16 +80,113 @@ def run_tune(space: TuneSpace | str | Path, trials: int, storage: str | None = N
     if stale and not quiet:
         print(f"trials {stale} of study {name!r} had stale heartbeats (a crashed worker): "
               "failed, and queued again", flush=True)
-    space = with_shared_teacher(space, out, quiet)
-    objective = make_objective(space, lambda config, folder: run_trial(
-        config, folder, space.base_dir, quiet), trials_dir)
+    lock = study_lock(url)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    current: dict[str, int | None] = {"number": None}  # this worker's trial, if any
+
+    def locked_objective(trial):
+        current["number"] = trial.number
+        trial.set_user_attr("worker", worker)  # before the release: see orphan_trial
+        lock.release()  # the trial exists: other workers may count it and start theirs
+        try:
+            return objective(trial)
+        except KeyboardInterrupt:
+            current["interrupted"] = trial.number  # optuna fails it; we queue it again
+            raise
 
     def after_trial(finished_study, _trial) -> None:
         write_reports(finished_study, space, out, url)  # other workers' trials included
 
-    study_obj.optimize(objective, n_trials=trials, catch=(KdsearchError,),
-                       callbacks=[after_trial])
+    done = 0
+    with SignalsInterrupt() as signals, quiet_interrupted_trials():
+        with FileLock(out / "teacher.lock").held():  # workers sharing OUT train it once
+            space = with_shared_teacher(space, out, quiet)  # interrupted: KeyboardInterrupt
+        objective = make_objective(space, lambda config, folder: run_trial(
+            config, folder, space.base_dir, quiet), trials_dir)
+        try:
+            while trials is None or done < trials:
+                with lock.held():
+                    if total_trials is not None and not wants_more(study_obj, total_trials):
+                        break
+                    current["number"] = None
+                    study_obj.optimize(locked_objective, n_trials=1, catch=(KdsearchError,),
+                                       callbacks=[after_trial])
+                done += 1
+        except KeyboardInterrupt as err:
+            signals.ignore()  # clean up without a second interrupt
+            number = current.get("interrupted")
+            if number is None and current["number"] is not None:  # around the objective
+                number = running_number(study_obj, current["number"])
+            if number is None and lock.file is not None:  # between ask and the objective
+                number = orphan_trial(study_obj)
+            lock.release()
+            # the trainer's handler stops training at a step: its message names the signal
+            word = str(err).split(" ", 1)[0]
+            name = word if word in ("SIGINT", "SIGTERM") else signals.name
+            raise TuneInterrupted(interrupted(study_obj, number, name, space, out,
+                                              url)) from None
     return write_reports(study_obj, space, out, url)
+
+
+def interrupted(study, number: int | None, signal_name: str, space: TuneSpace, out: Path,
+                url: str) -> str:
+    """Fail and queue again the interrupted trial, update the reports; what to print."""
+    what = "no trial was running"
+    if number is not None and fail_interrupted(study, number):
+        what = f"trial {number} failed and queued again"
+    write_reports(study, space, out, url)
+    return f"{signal_name}: {what}; the same command continues the study"
+
+
+class SignalsInterrupt:
+    """SIGTERM raises KeyboardInterrupt like SIGINT (main thread only); ``name`` is the
+    signal's. Inside training, the trainer's own handler stops at a step boundary."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> SignalsInterrupt:
+        self.name, self.previous = "SIGINT", {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self.handle) for sig in self.SIGNALS}
+        return self
+
+    def handle(self, signum: int, _frame: Any) -> None:
+        self.name = signal.Signals(signum).name
+        raise KeyboardInterrupt
+
+    def ignore(self) -> None:
+        if self.previous:
+            for sig in self.SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def quiet_interrupted_trials():
+    """Drop optuna's "Trial N failed ... KeyboardInterrupt" warning and its traceback: the
+    interrupt is reported in one line."""
+
+    dropped = {"reason": False}
+
+    def keep(record: logging.LogRecord) -> bool:
+        info = record.exc_info
+        if info and isinstance(info[1], KeyboardInterrupt):
+            dropped["reason"] = True  # and the "failed with value None" line that follows
+            return False
+        if dropped["reason"] and "failed with value" in record.getMessage():
+            dropped["reason"] = False
+            return False
+        return True
+
+    logger = logging.getLogger("optuna.study._optimize")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def run_trial(config: dict[str, Any], folder: Path, base_dir: Path,

@@ -6,15 +6,22 @@ workers on several machines that share one URL and study name share the study. E
 records a heartbeat for its running trial; a trial whose heartbeat is older than the grace
 period (its worker crashed or was killed) is failed, and queued again once, when any worker
 starts or begins a trial. The retry reuses the crashed trial's folder, so its finished
-steps are skipped.
+steps are skipped. A worker stopped by SIGINT/SIGTERM fails its running trial and queues it
+again at once (:func:`fail_interrupted`), so the next invocation continues it.
+
+Several workers, one study: ``--trials N`` counts this worker's trials; a study-wide total
+(``--total-trials``) is :func:`wants_more`, checked while holding :func:`study_lock`, so
+that no two workers take the last slot. SQLite waits up to ``SQLITE_TIMEOUT`` seconds for
+another worker's write instead of failing with "database is locked".
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +30,7 @@ from kdsearch.tune.space import Param, TuneSpace
 
 HEARTBEAT_INTERVAL = 60  # seconds between a running trial's heartbeats
 MAX_RETRY = 1  # a stale trial is queued again this many times
+SQLITE_TIMEOUT = 60  # seconds a SQLite write waits for another worker's
 
 
 def import_optuna():
@@ -43,12 +51,15 @@ def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL,
     names = inspect.signature(storages.RDBStorage).parameters
     keyword = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in names
                else "failed_trial_callback")
+    extra = {}
+    if url.startswith("sqlite:") and "engine_kwargs" in names:
+        extra["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_TIMEOUT}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # heartbeats are an "experimental" feature
+        extra[keyword] = retry(max_retry=MAX_RETRY)
         try:
             return storages.RDBStorage(url, heartbeat_interval=heartbeat_interval,
-                                       grace_period=grace_period,
-                                       **{keyword: retry(max_retry=MAX_RETRY)})
+                                       grace_period=grace_period, **extra)
         except Exception as err:  # a bad URL, a missing driver, a database that refuses
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise KdsearchError(f"storage {hide_password(url)!r}: {first}") from None
@@ -101,6 +112,110 @@ def fail_stale_trials(study) -> list[int]:
         optuna.storages.fail_stale_trials(study)
     failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
     return sorted(t.number for t in failed if t.number in running)
+
+
+def counted_trials(study) -> tuple[int, int]:
+    """(trials that count towards a study-wide total, trials waiting to run).
+
+    Every trial counts (complete, pruned, failed, running, waiting) except a failed one
+    that was queued again: its retry stands in for it.
+    """
+    state = import_optuna().trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    counted = [t for t in trials if not (t.state == state.FAIL and t.number in retried)]
+    return len(counted), sum(t.state == state.WAITING for t in trials)
+
+
+def wants_more(study, total: int) -> bool:
+    """Whether a worker should start a trial: fewer than ``total`` counted, or one waiting."""
+    counted, waiting = counted_trials(study)
+    return counted < total or waiting > 0
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL (None for other storages, or in memory)."""
+    match = re.match(r"sqlite:///(.+)$", url)
+    return Path(match.group(1).split("?")[0]) if match and ":memory:" not in url else None
+
+
+class FileLock:
+    """An exclusive ``flock`` on ``path`` (between processes on one machine); no-op without
+    a path or without ``fcntl``. ``release`` may be called more than once."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.file = path, None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no lock (workers may overshoot a total by one each)
+            return
+        if self.path is None or self.file is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a")  # noqa: SIM115  (closed in release)
+        fcntl.flock(self.file, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()  # closing drops the flock
+            self.file = None
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+
+def study_lock(url: str) -> FileLock:
+    """The lock that makes "check the total, then create a trial" atomic: beside a SQLite
+    database. Other storages get none (workers on several machines asking in the same
+    instant may overshoot a total by one trial each)."""
+    path = sqlite_path(url)
+    return FileLock(path.with_name(path.name + ".lock") if path else None)
+
+
+def running_number(study, number: int) -> int | None:
+    """``number`` if that trial is still running, else None."""
+    state = import_optuna().trial.TrialState
+    running = study.get_trials(deepcopy=False, states=(state.RUNNING,))
+    return number if any(t.number == number for t in running) else None
+
+
+def orphan_trial(study) -> int | None:
+    """The running trial that this worker asked for but had not started (interrupted in
+    between): under :func:`study_lock`, the only running trial without a ``worker``."""
+    state = import_optuna().trial.TrialState
+    running = [t.number for t in study.get_trials(deepcopy=False, states=(state.RUNNING,))
+               if "worker" not in t.user_attrs]
+    return max(running) if running else None
+
+
+def fail_interrupted(study, number: int) -> bool:
+    """Fail trial ``number`` if it is still running (optuna fails it when the objective
+    raises; give only a failed trial that was interrupted), and queue it again (it
+    continues in its folder); True if it was queued."""
+    optuna = import_optuna()
+    state = optuna.trial.TrialState
+    frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    if frozen is None or frozen.state not in (state.RUNNING, state.FAIL):
+        return False
+    if frozen.state == state.RUNNING:
+        study._storage.set_trial_state_values(frozen._trial_id, state=state.FAIL)
+        frozen = study._storage.get_trial(frozen._trial_id)
+    if any(number in t.system_attrs.get("retry_history", []) for t in study.get_trials(
+            deepcopy=False)):
+        return True  # already queued again (by a stale-heartbeat check)
+    retry = (getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+             or optuna.storages.RetryFailedTrialCallback)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        retry(max_retry=None)(study, frozen)  # an interrupt is no fault of the trial
+    return True
 
 
 def suggest(trial, param: Param) -> Any:
