@@ -93,9 +93,9 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path, capsys):
     assert main(["run", "--config", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"kdsearch: error: {path}: search: unknown key 'stepz' (allowed: batch_size,"
-                   " budgets, ce_weight, constraints, cost_refresh, device, gate_lr, lambda_init,"
-                   " lambda_rate, log_every, lr, max_shrink, preset, ramp, steps, temperature,"
-                   " train_weights, weight_decay)")
+                   " budgets, ce_weight, checkpoint_every, constraints, cost_refresh, device,"
+                   " gate_lr, lambda_init, lambda_rate, log_every, lr, max_shrink, preset,"
+                   " ramp, steps, temperature, train_weights, weight_decay)")
 
 
 # -- a run ------------------------------------------------------------------------------------

@@ -16,7 +16,11 @@ sample, within [97%, 100%] of the budget).
 
 Writes to --out: summary.json (teacher/student MACs and params, budget, what was removed,
 search time), student.json (architecture spec), student.pt (weights), graph.json
-(teacher topology with units), search_log.jsonl (step, KL, penalty, live MACs)."""
+(teacher topology with units), search_log.jsonl (step, KL, penalty, live MACs).
+
+search_checkpoint.pt is written every --checkpoint-every steps; SIGINT/SIGTERM writes it and
+exits with code 130; run the same command with --resume to continue (the result is the same
+as an uninterrupted run's). It is removed once summary.json is written."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +44,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--freeze-weights", action="store_true",
                         help="move only the gates (network weights frozen)")
+    parser.add_argument("--checkpoint-every", type=positive_int, metavar="N",
+                        help="write search_checkpoint.pt every N steps (default: preset, 50; "
+                             "also after the last step and on SIGINT/SIGTERM)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted search in --out from "
+                             "search_checkpoint.pt (the same settings; the result is the same "
+                             "as an uninterrupted run's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -50,8 +61,10 @@ def run(args: argparse.Namespace) -> int:
     from kdsearch.models import model_family
     from kdsearch.models.resolve import resolve_model
     from kdsearch.presets import from_mapping, load_preset
+    from kdsearch.search.checkpoint import SearchInterrupted
     from kdsearch.search.config import SearchConfig
     from kdsearch.search.run import search_student
+    from kdsearch.search.select import LANDING
 
     torch.manual_seed(args.seed)
     dataset = dataset_from_args(args)
@@ -62,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
               "meaningless student", file=sys.stderr)
     constraints, config = load_preset(args.preset or model_family(args.teacher))
     overrides = {"steps": args.steps, "device": args.device,
+                 "checkpoint_every": args.checkpoint_every,
                  "train_weights": False if args.freeze_weights else None}
     config = from_mapping(SearchConfig, {k: v for k, v in overrides.items() if v is not None},
                           "command line", base=config)
@@ -69,9 +83,19 @@ def run(args: argparse.Namespace) -> int:
               "keep": tuple(constraints.keep) + tuple(args.keep) if args.keep else None}
     constraints = from_mapping(Constraints, {k: v for k, v in limits.items() if v is not None},
                                "command line", base=constraints)
-    result = search_student(teacher, args.teacher, dataset, args.budget, config, constraints,
-                            args.out, seed=args.seed, progress=not args.quiet)
+    try:
+        result = search_student(teacher, args.teacher, dataset, args.budget, config,
+                                constraints, args.out, seed=args.seed, progress=not args.quiet,
+                                resume=args.resume)
+    except SearchInterrupted as err:
+        print(f"kdsearch: interrupted: {err}", file=sys.stderr)
+        return 130
     _print_summary(result.summary, args.out)
+    if not result.summary["budget_reached"]:
+        print(f"kdsearch: warning: the student uses {100 * result.summary['budget_fraction']:.1f}%"
+              f" of the budget, short of the {100 * LANDING:.0f}% aimed for: the constraints "
+              "(--min-channels, --channel-multiple, --keep) or whole blocks left no closer fit",
+              file=sys.stderr)
     return 0
 
 

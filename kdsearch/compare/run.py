@@ -222,7 +222,7 @@ def _search(setup: Setup, budget: str) -> dict:
         _note(settings, f"search at {budget} -> {run}")
         search_student(setup.teacher, settings.teacher, setup.dataset, budget, setup.search,
                        setup.constraints, run, seed=settings.first_seed,
-                       progress=not settings.quiet)
+                       progress=not settings.quiet, resume=True)
     return read_json(run / "student.json")
 
 

@@ -155,7 +155,8 @@ class Chain:
             self.note(f"{role}: searching {budget_macs / 1e6:.3f}M MACs inside {parent.label}")
             search_student(_cpu_copy(parent.model).requires_grad_(True), parent.label,
                            self.dataset, str(budget_macs), search_config, constraints,
-                           search_dir, seed=self.config.seed, progress=not self.quiet)
+                           search_dir, seed=self.config.seed, progress=not self.quiet,
+                           resume=True)
         summary = read_json(search_dir / SUMMARY)
         if summary.get("budget_macs") != budget_macs:
             raise KdsearchError(

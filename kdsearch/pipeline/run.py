@@ -109,7 +109,7 @@ class PipelineRun:
         constraints, config = self.search_setup()
         search_student(self.teacher, self.config["teacher"]["model"], self.dataset, budget,
                        config, constraints, folder, seed=self.config["seed"],
-                       progress=not self.quiet)
+                       progress=not self.quiet, resume=True)
 
     def distill(self, search_dir: Path, folder: Path) -> None:
         import torch

@@ -21,4 +21,5 @@ class SearchConfig:
     ce_weight: float = 0.0  # 0: the teacher alone drives the search (unlabeled data is fine)
     cost_refresh: int = 10  # steps between recomputing each gate's MAC cost
     log_every: int = 1
+    checkpoint_every: int = 50  # steps between search_checkpoint.pt writes (and at the end)
     device: str = "auto"

@@ -16,17 +16,25 @@ import torch.fx as fx
 import torch.nn as nn
 
 from kdsearch.data import ImageDataset, dataset_batches
+from kdsearch.distill.progress import StopSignals
 from kdsearch.errors import KdsearchError
 from kdsearch.graph.counting import count_model
 from kdsearch.graph.topology import TopologyGraph
 from kdsearch.graph.units import Constraints, Units
 from kdsearch.io import append_jsonl, ensure_out_dir, save_torch, write_json
 from kdsearch.search.budget import parse_budget
+from kdsearch.search.checkpoint import (
+    CHECKPOINT,
+    SearchCheckpoints,
+    refuse_unfinished,
+    restore,
+    resume_settings,
+)
 from kdsearch.search.config import SearchConfig
 from kdsearch.search.cost import MacModel
 from kdsearch.search.gates import build_gated, gate_bank
 from kdsearch.search.search import GatedSearch, kl_to_teacher
-from kdsearch.search.select import select_to_budget, smallest_macs
+from kdsearch.search.select import LANDING, select_to_budget, smallest_macs
 from kdsearch.student.extract import Selection, extract_student
 from kdsearch.student.spec import make_spec, student_state
 
@@ -47,10 +55,18 @@ def resolve_device(device: str) -> torch.device:
 
 def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset, budget: str,
                    config: SearchConfig, constraints: Constraints, out_dir: str | Path,
-                   seed: int = 0, progress: bool = True) -> SearchResult:
+                   seed: int = 0, progress: bool = True, resume: bool = False) -> SearchResult:
     """Run the search and write summary.json, student.json, student.pt, graph.json and
-    search_log.jsonl into ``out_dir``."""
+    search_log.jsonl into ``out_dir``.
+
+    ``search_checkpoint.pt`` is written every ``config.checkpoint_every`` steps, after the
+    last step and on SIGINT/SIGTERM (then :class:`SearchInterrupted` is raised);
+    ``resume=True`` continues from it exactly. Without ``resume`` an existing checkpoint is a
+    :class:`KdsearchError`. summary.json is written last: a run stopped early has none.
+    """
     out = ensure_out_dir(out_dir)
+    if not resume:
+        refuse_unfinished(out / CHECKPOINT)  # before any work or write
     start = time.perf_counter()
     torch.manual_seed(seed)
     teacher_info = {"model": teacher_name, "num_classes": dataset.num_classes,
@@ -67,9 +83,14 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
     search = GatedSearch(gated, teacher.to(device), mac_model, budget_macs, config)
     batches = dataset_batches(dataset, "train", config.batch_size, device, seed=seed)
     log_path = out / "search_log.jsonl"
-    log_path.unlink(missing_ok=True)
-    history = search.run(batches, log=lambda s: append_jsonl(log_path, asdict(s)),
-                         progress=progress)
+    settings = resume_settings(teacher_name, dataset, budget_macs, seed, asdict(config),
+                               asdict(constraints))
+    done = restore(out / CHECKPOINT, log_path, search, settings, resume)
+    checkpoints = SearchCheckpoints(out / CHECKPOINT, search, settings,
+                                    config.checkpoint_every, saved_step=done)
+    with StopSignals() as stop:
+        search.run(batches, log=lambda s: append_jsonl(log_path, asdict(s)),
+                   progress=progress, start=done, checkpoints=checkpoints, stop=stop)
 
     bank = gate_bank(gated)
     # the penalty already weighs every gate by its MACs, so the gates rank by value alone
@@ -85,11 +106,12 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
     student_kl = _test_kl(student, teacher, dataset)
     spec = make_spec(teacher_info, units, selection, counted.macs, counted.params)
     summary = _summary(teacher, topology, units, selection, report, counted, budget,
-                       budget_macs, history, student_kl, config, constraints, seed,
+                       budget_macs, search, student_kl, config, constraints, seed,
                        time.perf_counter() - start)
     write_json(out / "student.json", spec)
     save_torch(out / "student.pt", student_state(student))
     write_json(out / "summary.json", summary)
+    (out / CHECKPOINT).unlink(missing_ok=True)  # finished: the run needs no resume
     return SearchResult(student, spec, summary, selection)
 
 
@@ -135,7 +157,7 @@ def _test_kl(student: nn.Module, teacher: nn.Module, dataset: ImageDataset) -> f
 
 
 def _summary(teacher, topology, units, selection, report, counted, budget, budget_macs,
-             history, student_kl, config, constraints, seed, seconds) -> dict:
+             search, student_kl, config, constraints, seed, seconds) -> dict:
     by_id = units.by_id()
     removed_channels = sum(by_id[u].size - len(k) for u, k in selection.kept.items())
     return {
@@ -144,6 +166,8 @@ def _summary(teacher, topology, units, selection, report, counted, budget, budge
         "budget": budget,
         "budget_macs": budget_macs,
         "budget_fraction": round(counted.macs / budget_macs, 4),
+        # False: the constraints left no student within [97%, 100%] of the budget
+        "budget_reached": counted.macs >= LANDING * budget_macs,
         "channels_removed": removed_channels,
         "channels_total": sum(u.size for u in units.channels if u.searchable),
         "blocks_removed": len(selection.removed_blocks),
@@ -152,8 +176,8 @@ def _summary(teacher, topology, units, selection, report, counted, budget, budge
         "selection": {"macs_from_gates": report.from_gates_macs,
                       "removed_by_rank": len(report.removed_by_rank),
                       "restored_by_rank": len(report.restored_by_rank)},
-        "search": {"steps": len(history), "final_kl": history[-1].kl if history else None,
-                   "final_lambda": history[-1].lam if history else None,
+        "search": {"steps": config.steps, "final_kl": search.last_kl,
+                   "final_lambda": search.lam if search.last_kl is not None else None,
                    "seconds": round(seconds, 2)},
         "student_test_kl": round(student_kl, 5),
         "search_seconds": round(seconds, 2),

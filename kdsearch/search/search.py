@@ -18,6 +18,8 @@ teacher's MACs to the budget over the first ``ramp`` of the steps.
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -27,6 +29,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from kdsearch.data import DeviceBatches
+from kdsearch.errors import KdsearchError
+from kdsearch.search.checkpoint import SearchInterrupted
 from kdsearch.search.config import SearchConfig
 from kdsearch.search.cost import MacModel
 from kdsearch.search.gates import GateBank, gate_bank
@@ -74,22 +78,71 @@ class GatedSearch:
         self.costs: dict[str, float] = {}  # per unit: the cost of each of its gate elements
         # the last step at which each gate element was above zero (-1: never)
         self.last_alive = {uid: torch.full(g.shape, -1.0) for uid, g in self.bank.gates.items()}
+        self.last_kl: float | None = None  # the KL of the last step taken
 
-    def run(self, batches: DeviceBatches, log=None, progress: bool = True) -> list[SearchState]:
+    def run(self, batches: DeviceBatches, log=None, progress: bool = True, start: int = 0,
+            checkpoints=None, stop=None) -> list[SearchState]:
+        """Steps ``start .. steps - 1``; the states of the steps run here.
+
+        Step ``s`` always sees batch ``s % len(batches)`` of epoch ``s // len(batches)``, so a
+        run resumed at ``start`` sees the batches of an uninterrupted one. ``checkpoints``
+        (:class:`~kdsearch.search.checkpoint.SearchCheckpoints`) is told of every finished
+        step; ``stop`` (:class:`~kdsearch.distill.progress.StopSignals`) is checked after
+        each one. A non-finite KL (checked on the host copy each step makes anyway) raises
+        :class:`SearchDiverged` naming the step; the last checkpoint is kept.
+        """
         history = []
         self.gated.train(self.config.train_weights)
-        bar = tqdm(range(self.config.steps), desc="search", disable=not progress,
-                   unit="step", dynamic_ncols=True)
-        stream = _endless(batches)
+        steps = self.config.steps
+        bar = tqdm(range(start, steps), desc="search", disable=not progress,
+                   unit="step", dynamic_ncols=True, initial=start, total=steps)
+        stream = _batches_from(batches, start)
         for step in bar:
             images, labels = next(stream)
-            state = self.step(step, images, labels)
+            try:
+                state = self.step(step, images, labels)
+            except SearchDiverged as err:
+                where = f"; {checkpoints.where()}" if checkpoints else ""
+                raise SearchDiverged(
+                    f"{err}{where}; the search is deterministic: change the settings (e.g. a "
+                    "lower lr or gate_lr) and start a new run") from None
             history.append(state)
             if log and step % self.config.log_every == 0:
                 log(state)
+            if checkpoints is not None:
+                checkpoints.step_done(step + 1, last=step + 1 == steps)
+            if stop is not None and stop.requested:
+                if checkpoints is not None:
+                    checkpoints.write(step + 1)
+                where = f"; {checkpoints.where()}" if checkpoints else ""
+                raise SearchInterrupted(f"{stop.requested} after search step {step + 1} of "
+                                        f"{steps}{where}; rerun with --resume to continue")
             bar.set_postfix(kl=f"{state.kl:.3f}", macs=f"{state.live_macs / 1e6:.2f}M")
         self.gated.eval()
         return history
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.bank.gates.values())).device
+
+    def state_dict(self) -> dict:
+        """Everything the next step reads (tensors and plain values only)."""
+        return {"gated": self.gated.state_dict(),
+                "weight_opt": self.weight_opt.state_dict(),
+                "gate_opt": self.gate_opt.state_dict(),
+                "lam": float(self.lam),
+                "costs": {uid: float(c) for uid, c in self.costs.items()},
+                "last_alive": {uid: t.clone() for uid, t in self.last_alive.items()},
+                "last_kl": self.last_kl}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gated.load_state_dict(state["gated"])
+        self.weight_opt.load_state_dict(state["weight_opt"])
+        self.gate_opt.load_state_dict(state["gate_opt"])
+        self.lam = float(state["lam"])
+        self.costs = {uid: float(c) for uid, c in state["costs"].items()}
+        self.last_alive = {uid: t.cpu().clone() for uid, t in state["last_alive"].items()}
+        self.last_kl = state["last_kl"]
 
     def step(self, step: int, images: torch.Tensor, labels: torch.Tensor) -> SearchState:
         if step % self.config.cost_refresh == 0:
@@ -108,6 +161,9 @@ class GatedSearch:
         self.gate_opt.step()
         self.proximal_step()
         gates, kl_value = self.snapshot(kl)  # the step's one copy to the host
+        if not math.isfinite(kl_value):  # the gates are NaN too: stop before using them
+            raise SearchDiverged(f"the search diverged: KL is {kl_value} at step {step}")
+        self.last_kl = kl_value
         self.record_alive(step, gates)
         soft, target = self.soft_macs(gates), self.target_macs(step)
         self.lam *= (1 + self.config.lambda_rate) if soft > target else 1 / (
@@ -186,6 +242,17 @@ class GatedSearch:
         return {uid: cost / top for uid, cost in raw.items()}
 
 
-def _endless(batches: DeviceBatches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+class SearchDiverged(KdsearchError):
+    """The KL became NaN or infinite; the last checkpoint is kept."""
+
+
+def _batches_from(batches: DeviceBatches,
+                  start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches of steps ``start, start + 1, ...``: step ``s`` gets batch
+    ``s % len(batches)`` of epoch ``s // len(batches)`` (each epoch's batches depend only on
+    the seed and the epoch)."""
+    epoch, skip = divmod(start, len(batches))
     while True:
-        yield from batches
+        batches.set_epoch(epoch)
+        yield from itertools.islice(batches, skip, None)
+        epoch, skip = epoch + 1, 0

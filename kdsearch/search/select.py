@@ -140,7 +140,7 @@ def _fill(state: _State, budget: int, report: SelectionReport) -> int:
 def _swap_blocks_for_channels(state: _State, budget: int, report: SelectionReport,
                               macs: int) -> int:
     """Whole blocks are coarse: try restoring one and paying for it with channels."""
-    for block in sorted(state.removed, key=lambda b: state.block_move(b) or ((0,), 0),
+    for block in sorted(sorted(state.removed), key=lambda b: state.block_move(b) or ((0,), 0),
                         reverse=True):
         saved = dict(state.kept), set(state.removed), len(report.removed_by_rank)
         state.removed.discard(block)
@@ -181,7 +181,7 @@ def _best_restoration(state: _State, room: float) -> str | None:
         move = state.channel_move(uid, grow=True)
         if move and move[1] <= room and (best is None or move[0] > best[0]):
             best = (move[0], uid, move[2])
-    for uid in state.removed:
+    for uid in sorted(state.removed):
         move = state.block_move(uid)
         if move and move[1] <= room and (best is None or move[0] > best[0]):
             best = (move[0], uid, None)
