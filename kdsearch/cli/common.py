@@ -46,10 +46,11 @@ def add_data_args(parser: argparse.ArgumentParser, default: str | None = "digits
     parser.add_argument("--subset", type=positive_int, default=None, metavar="N",
                         help="use a seeded random subset of N training images")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--data-input-size", type=parse_input_size, default=None,
-                        metavar="C,H,W", help="synthetic data only: image size (default 3,32,32)")
-    parser.add_argument("--data-classes", type=positive_int, default=None, metavar="N",
-                        help="synthetic data only: number of classes (default 10)")
+    parser.add_argument("--input-size", dest="data_input_size", type=parse_input_size,
+                        default=None, metavar="C,H,W",
+                        help="synthetic data only: image size (default 3,32,32)")
+    parser.add_argument("--num-classes", dest="data_classes", type=positive_int, default=None,
+                        metavar="N", help="synthetic data only: number of classes (default 10)")
 
 
 def dataset_from_args(args: argparse.Namespace):
