@@ -11,15 +11,12 @@ import signal
 import pytest
 import torch
 import torch.nn as nn
+from students import searched_digits_student
 
 from kdsearch.data import load_dataset
 from kdsearch.distill import TrainConfig, TrainingInterrupted, build_method, get_method, train
 from kdsearch.distill.methods.kdfm import discriminator_loss, generator_loss, resize_to
-from kdsearch.graph.counting import count_macs
-from kdsearch.graph.trace import example_input_for, trace_with_shapes
-from kdsearch.graph.units import Constraints, find_units
 from kdsearch.models.resolve import resolve_model
-from kdsearch.student.extract import Selection, extract_student
 
 DIGITS = (1, 8, 8)
 CIFAR = (3, 32, 32)
@@ -28,16 +25,6 @@ LOSSES = {"loss_ce", "loss_shared", "loss_feature", "loss_adversarial"}
 
 def model(name: str, input_size=DIGITS) -> nn.Module:
     return resolve_model(name, 10, input_size).model
-
-
-def searched_student() -> nn.Module:
-    """A student cut out of digits_resnet14 as a search would (an fx.GraphModule): every
-    third channel of each channel unit and the last residual block removed."""
-    gm = trace_with_shapes(model("digits_resnet14"), example_input_for(DIGITS))
-    units = find_units(gm, count_macs(gm), Constraints(keep_stem=False, min_channels=0))
-    kept = {u.id: list(range(0, u.size, 3)) for u in units.channels if u.searchable}
-    last_block = [u.id for u in units.blocks if u.searchable][-1]
-    return extract_student(gm, units, Selection(kept=kept, removed_blocks={last_block}))
 
 
 def kdfm(student="digits_resnet8", teacher="digits_resnet14", input_size=DIGITS, seed=0):
@@ -101,8 +88,8 @@ def test_zoo_pairs(student, teacher, input_size):
     check_step(method, input_size, batch=2 if input_size == CIFAR else 4)
 
 
-def test_searched_student():
-    method = kdfm(searched_student())
+def test_searched_digits_student():
+    method = kdfm(searched_digits_student())
     assert method.adapter.conv.in_channels == 22 and method.adapter.conv.out_channels == 64
     check_step(method, DIGITS)
 
@@ -206,7 +193,7 @@ class InterruptedKDFM(get_method("kdfm")):
 
 def digits_kdfm(method_class):
     torch.manual_seed(0)
-    return method_class(searched_student(), model("digits_resnet14"), input_size=DIGITS)
+    return method_class(searched_digits_student(), model("digits_resnet14"), input_size=DIGITS)
 
 
 def test_resume_is_bit_identical(tmp_path):

@@ -7,16 +7,13 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+from students import searched_digits_student
 
 from kdsearch.data import load_dataset
 from kdsearch.distill import TrainConfig, build_method, train
 from kdsearch.distill.methods.reviewkd import AttentionFusion, hcl_loss, pair_from_deepest
-from kdsearch.graph.counting import count_macs
 from kdsearch.graph.taps import Tap
-from kdsearch.graph.trace import example_input_for, trace_with_shapes
-from kdsearch.graph.units import Constraints, find_units
 from kdsearch.models.resolve import resolve_model
-from kdsearch.student.extract import Selection, extract_student
 
 DIGITS = (1, 8, 8)
 CIFAR = (3, 32, 32)
@@ -24,16 +21,6 @@ CIFAR = (3, 32, 32)
 
 def model(name: str, input_size=DIGITS) -> nn.Module:
     return resolve_model(name, 10, input_size).model
-
-
-def searched_student() -> nn.Module:
-    """A student cut out of digits_resnet14 as a search would (an fx.GraphModule): every
-    third channel of each channel unit and the last residual block removed."""
-    gm = trace_with_shapes(model("digits_resnet14"), example_input_for(DIGITS))
-    units = find_units(gm, count_macs(gm), Constraints(keep_stem=False, min_channels=0))
-    kept = {u.id: list(range(0, u.size, 3)) for u in units.channels if u.searchable}
-    last_block = [u.id for u in units.blocks if u.searchable][-1]
-    return extract_student(gm, units, Selection(kept=kept, removed_blocks={last_block}))
 
 
 class TwoStageNet(nn.Module):
@@ -166,9 +153,9 @@ def test_zoo_pairs(student, teacher, input_size):
     check_step(method, input_size, batch=2 if input_size == CIFAR else 4)
 
 
-def test_searched_student():
+def test_searched_digits_student():
     torch.manual_seed(0)
-    student = searched_student()
+    student = searched_digits_student()
     method = build_method("reviewkd", student, model("digits_resnet14"), {}, DIGITS)
     assert [f.reduce[0].in_channels for f in method.fusions] == [22, 22, 11, 6]
     assert fused_shapes(method, DIGITS) == teacher_shapes(method, DIGITS)
@@ -210,7 +197,7 @@ def test_fusion_modules_are_not_part_of_the_student():
 def test_one_epoch_end_to_end(tmp_path):
     dataset = load_dataset("digits", subset=128, seed=0)
     torch.manual_seed(0)
-    method = build_method("reviewkd", searched_student(), model("digits_resnet14"), {},
+    method = build_method("reviewkd", searched_digits_student(), model("digits_resnet14"), {},
                           dataset.input_size)
     config = TrainConfig(epochs=1, batch_size=64, device="cpu")
     summary = train(method, dataset, config, tmp_path, quiet=True)
