@@ -25,10 +25,11 @@ import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
 print("| method | student | MACs | params | test acc (%) | images/s |")
 print("|---|---|---:|---:|---:|---:|")
-for run in sorted(out.glob("*-*")):
-    s = json.loads((run / "summary.json").read_text())
-    st = s.get("student", {})
-    print(f"| {run.name.split('-')[0]} | {run.name.split('-', 1)[1]} | {st.get('macs', 0) / 1e6:.2f}M "
-          f"| {st.get('params', 0) / 1e3:.1f}K | {s.get('last_test_acc', float('nan')):.2f} "
-          f"| {s.get('images_per_s', 0):.0f} |")
+for run in sorted(p for p in out.iterdir() if p.is_dir() and p.name != "search"):
+    final = run / "student" / "summary.json"  # a DGKD chain: the final student's run
+    s = json.loads((final if final.exists() else run / "summary.json").read_text())
+    method, student = run.name.split("-", 1)
+    print(f"| {method} | {student} | {s['student_macs'] / 1e6:.2f}M "
+          f"| {s['student_params'] / 1e3:.1f}K | {s['last_test_acc']:.2f} "
+          f"| {s['images_per_s']:.0f} |")
 PY
