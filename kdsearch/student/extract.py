@@ -126,7 +126,8 @@ def _slice_modules(gm: fx.GraphModule, units: Units, selection: Selection) -> No
 
     for name, space in records.producers.items():
         if name in alive:
-            _slice_out(gm.get_submodule(alive[name].target), kept_of_space(space, 0))
+            size = records.sizes[space]
+            _slice_out(gm.get_submodule(alive[name].target), kept_of_space(space, size))
     for name, layout in records.consumers.items():
         if name in alive:
             _slice_in(gm.get_submodule(alive[name].target), elements(layout))
@@ -146,7 +147,7 @@ def _take(tensor: torch.Tensor | None, index: torch.Tensor, dim: int = 0):
 
 
 def _slice_out(layer: nn.Module, index: torch.Tensor) -> None:
-    if index.numel() == 0 or index.numel() == layer.weight.shape[0]:
+    if index.numel() == layer.weight.shape[0]:
         return
     layer.weight = _take(layer.weight, index)
     layer.bias = _take(layer.bias, index)
