@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -94,8 +95,9 @@ class GatedSearch:
         history = []
         self.gated.train(self.config.train_weights)
         steps = self.config.steps
-        bar = tqdm(range(start, steps), desc="search", disable=not progress,
-                   unit="step", dynamic_ncols=True, initial=start, total=steps)
+        show = progress and sys.stderr.isatty()  # no bar in logs and pipes
+        bar = tqdm(range(start, steps), desc="search", disable=not show, unit="step",
+                   dynamic_ncols=True, initial=start, total=steps)
         stream = _batches_from(batches, start)
         for step in bar:
             images, labels = next(stream)
