@@ -11,7 +11,7 @@ import signal
 import pytest
 import torch
 import torch.nn as nn
-from students import searched_digits_student
+from helpers import assert_same_state, searched_digits_student
 
 from kdsearch.data import load_dataset
 from kdsearch.distill import TrainConfig, TrainingInterrupted, build_method, get_method, train
@@ -209,18 +209,3 @@ def test_resume_is_bit_identical(tmp_path):
     assert_same_state(whole, resumed)  # discriminator and its optimiser's state included
     assert whole["_extra_state"]["discriminator_optimizer"]["state"]
 
-
-def assert_same_state(a, b, where="state") -> None:
-    """Nested dicts/lists of tensors and plain values are equal, tensors bit for bit."""
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_same_state(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for index, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same_state(x, y, f"{where}[{index}]")
-    else:
-        assert a == b, where

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
-from students import searched_digits_student
+from helpers import searched_digits_student
 
 from kdsearch.data import load_dataset
 from kdsearch.distill import TrainConfig, build_method, train

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import assert_same_state
 
 from kdsearch.data import load_dataset
 from kdsearch.distill import (
@@ -127,22 +128,6 @@ def interrupted_at_epoch_2(method_class):
             return super().forward_train(images, labels, epoch)
 
     return Interrupted
-
-
-def assert_same_state(a, b, where="state") -> None:
-    """Nested dicts/lists of tensors and plain values are equal, tensors bit for bit."""
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_same_state(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same_state(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
 
 
 @pytest.mark.parametrize("method_class", [get_method("kd"), AdapterKD])
