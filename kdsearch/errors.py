@@ -10,6 +10,12 @@ class KdsearchError(Exception):
     """An error caused by the user's input, reported without a traceback."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class UnknownNameError(KdsearchError, KeyError):
     """A name that is not in a registry (model, dataset, method, ...)."""
 

@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import torch
 
-from kdsearch.errors import KdsearchError
+from kdsearch.errors import KdsearchError, first_line
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
@@ -57,6 +57,24 @@ def read_json(path: str | Path) -> Any:
         raise KdsearchError(f"{path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise KdsearchError(f"{path}: not valid JSON ({err})") from None
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """Read a YAML file with ``safe_load``; an unreadable or malformed ``what`` names the file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise KdsearchError(f"{path}: cannot read {what} ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise KdsearchError(f"{path}: {what} is not UTF-8 text") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or first_line(err)
+        raise KdsearchError(f"{path}: {what} is not valid YAML{where} ({problem})") from None
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:

@@ -13,10 +13,9 @@ import os
 from pathlib import Path
 from typing import Any, get_type_hints
 
-import yaml
-
 from kdsearch.errors import KdsearchError
 from kdsearch.graph.units import UNIT_KINDS, Constraints
+from kdsearch.io import read_yaml
 from kdsearch.search.config import SearchConfig
 
 PRESET_KEYS = {"family", "description", "constraints", "search"}
@@ -40,10 +39,7 @@ def preset_path(name_or_path: str) -> Path:
 
 def load_preset(name_or_path: str) -> tuple[Constraints, SearchConfig]:
     path = preset_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise KdsearchError(f"{path}: cannot read preset ({err})") from None
+    data = read_yaml(path, "preset") or {}
     if not isinstance(data, dict):
         raise KdsearchError(f"{path}: a preset is a mapping")
     unknown = set(data) - PRESET_KEYS

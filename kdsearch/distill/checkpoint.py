@@ -16,6 +16,7 @@ import torch
 from kdsearch.distill.config import TrainConfig, resume_conflicts
 from kdsearch.errors import KdsearchError
 from kdsearch.io import read_jsonl, save_torch, write_text
+from kdsearch.models.checkpoint import read_checkpoint
 
 CHECKPOINT_FORMAT = "kdsearch-train-checkpoint/1"
 
@@ -88,7 +89,7 @@ def restore(checkpoint: Path, metrics: Path, method, optimizer, config, resume, 
         return 0
     done = 0
     if checkpoint.exists():
-        state = torch.load(checkpoint, map_location=runtime.device, weights_only=True)
+        state = read_checkpoint(checkpoint, map_location=runtime.device)
         check_resumable(state, method, config, checkpoint)
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
@@ -101,7 +102,7 @@ def restore(checkpoint: Path, metrics: Path, method, optimizer, config, resume, 
 
 def check_resumable(state: dict, method, config: TrainConfig, path: Path) -> None:
     """Raise :class:`KdsearchError` unless ``state`` was made by the same method and settings."""
-    if state.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise KdsearchError(f"{path} is not a kdsearch training checkpoint")
     conflicts = resume_conflicts(state["config"], config)
     if state["method_name"] != method.name:

@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import yaml
 
 from kdsearch.data.base import ImageDataset
 from kdsearch.data.registry import load_dataset
@@ -36,7 +35,7 @@ from kdsearch.distill.config import TrainConfig, resume_conflicts
 from kdsearch.distill.method import build_method, get_method
 from kdsearch.distill.trainer import SUMMARY, train
 from kdsearch.errors import KdsearchError, UnknownNameError
-from kdsearch.io import ensure_out_dir, read_json, write_json
+from kdsearch.io import ensure_out_dir, read_json, read_yaml, write_json
 from kdsearch.models.checkpoint import load_weights
 from kdsearch.models.resolve import resolve_model
 
@@ -69,12 +68,7 @@ class Stage:
 
 def load_stages(path: str | Path) -> list[Stage]:
     """Read and check a stages file; :class:`KdsearchError` naming the file, stage and key."""
-    try:
-        content = yaml.safe_load(Path(path).read_text())
-    except OSError as err:
-        raise KdsearchError(f"{path}: cannot read stages file ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise KdsearchError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    content = read_yaml(path, "stages file")
     if not isinstance(content, list) or not content:
         raise KdsearchError(f"{path}: a stages file is a non-empty list of stages")
     return [parse_stage(entry, f"{path}: stage {i}") for i, entry in enumerate(content, 1)]

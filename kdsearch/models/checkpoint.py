@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from kdsearch.errors import KdsearchError
+from kdsearch.errors import KdsearchError, first_line
 from kdsearch.io import save_torch
 
 WRAPPER_KEYS = ("model", "state_dict", "net")
@@ -58,10 +58,10 @@ def load_weights(
     model.load_state_dict(state, strict=True)
 
 
-def read_checkpoint(path: str | Path) -> Any:
-    """``torch.load`` on CPU with ``weights_only=True``; every failure is a one-line error."""
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True``; every failure is a one-line error."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise KdsearchError(f"{path}: no such file") from None
     except OSError as err:
@@ -71,7 +71,7 @@ def read_checkpoint(path: str | Path) -> Any:
             f"{path} is not a plain weights file: {_unpickling_reason(err)}"
         ) from None
     except Exception as err:  # torch raises many types for a damaged file
-        reason = _first_line(err) or type(err).__name__
+        reason = first_line(err)
         raise KdsearchError(
             f"{path}: not a readable PyTorch checkpoint (truncated or corrupted?): {reason}"
         ) from None
@@ -134,7 +134,3 @@ def _unpickling_reason(err: pickle.UnpicklingError) -> str:
         )
     return "its pickle data cannot be read with weights_only=True (corrupted, or not torch.save?)"
 
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else ""

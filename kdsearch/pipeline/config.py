@@ -10,9 +10,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
-import yaml
-
 from kdsearch.errors import KdsearchError
+from kdsearch.io import read_yaml
 
 TOP_KEYS = ("dataset", "teacher", "search", "distill", "compare", "show", "seed", "device",
             "out")
@@ -29,13 +28,7 @@ COMPARE_GIVEN = frozenset({"teacher", "dataset", "teacher_weights", "data_dir", 
 
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; :class:`KdsearchError` naming the file when it is not one."""
-    path = Path(path)
-    try:
-        content = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise KdsearchError(f"{path}: cannot read config ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise KdsearchError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    content = read_yaml(path, "config")
     if not isinstance(content, dict):
         raise KdsearchError(f"{path}: a config is a mapping of keys to values")
     return content

@@ -21,6 +21,7 @@ import torch
 
 from kdsearch.errors import KdsearchError
 from kdsearch.io import read_jsonl, save_torch, write_text
+from kdsearch.models.checkpoint import read_checkpoint
 
 CHECKPOINT = "search_checkpoint.pt"
 CHECKPOINT_FORMAT = "kdsearch-search-checkpoint/1"
@@ -87,10 +88,7 @@ def restore(path: Path, log: Path, search, settings: dict[str, Any], resume: boo
     if not resume or not path.exists():
         log.unlink(missing_ok=True)
         return 0
-    try:
-        state = torch.load(path, map_location=search.device, weights_only=True)
-    except Exception as err:
-        raise KdsearchError(f"{path}: not a readable search checkpoint ({err})") from None
+    state = read_checkpoint(path, map_location=search.device)
     check_resumable(state, settings, path)
     search.load_state_dict(state["search"])
     set_rng_state(state["rng"], search.device)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from kdsearch.errors import KdsearchError
+from kdsearch.errors import KdsearchError, first_line
 from kdsearch.tune.space import Param, TuneSpace
 
 HEARTBEAT_INTERVAL = 60  # seconds between a running trial's heartbeats
@@ -61,8 +61,7 @@ def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL,
             return storages.RDBStorage(url, heartbeat_interval=heartbeat_interval,
                                        grace_period=grace_period, **extra)
         except Exception as err:  # a bad URL, a missing driver, a database that refuses
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise KdsearchError(f"storage {hide_password(url)!r}: {first}") from None
+            raise KdsearchError(f"storage {hide_password(url)!r}: {first_line(err)}") from None
 
 
 def hide_password(url: str) -> str:
