@@ -1,18 +1,21 @@
 """The ``kdsearch`` command line.
 
 Each subcommand lives in its own module and registers itself with :func:`command`. User
-errors (:class:`~kdsearch.errors.KdsearchError`) print one line and exit with code 2.
+errors (:class:`~kdsearch.errors.KdsearchError`), errors the system reports (a full disk, a
+denied permission) and running out of memory print one line and exit with code 2;
+``KDSEARCH_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 
 from kdsearch.cli.registry import COMMANDS
-from kdsearch.errors import KdsearchError
+from kdsearch.errors import KdsearchError, first_line
 
 COMMAND_MODULES = (
     "flops", "graph", "search", "teacher", "train", "compare", "show", "run", "tune", "demo",
@@ -52,11 +55,40 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args) or 0
     except KdsearchError as err:
-        print(f"kdsearch: error: {err}", file=sys.stderr)
-        return 2
+        return fail(str(err))
+    except OSError as err:  # the machine's answer (disk full, permission): one line too
+        return fail(os_error_text(err))
+    except RuntimeError as err:
+        if not is_out_of_memory(err):
+            raise
+        return fail(f"out of memory ({first_line(err)}); lower --batch-size or free the "
+                    "device, then rerun with --resume where the command has it: the last "
+                    "checkpoint is kept")
     except KeyboardInterrupt:
         print("kdsearch: interrupted", file=sys.stderr)
         return 130
+
+
+def fail(message: str) -> int:
+    """Print a user-facing error on one line and return exit code 2 (``KDSEARCH_DEBUG=1``
+    re-raises instead, for the whole traceback)."""
+    if os.environ.get("KDSEARCH_DEBUG"):
+        raise
+    print(f"kdsearch: error: {message}", file=sys.stderr)
+    return 2
+
+
+def os_error_text(err: OSError) -> str:
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{err.strerror or first_line(err)}"
+
+
+def is_out_of_memory(err: RuntimeError) -> bool:
+    import torch
+
+    text = str(err)
+    return (isinstance(err, torch.cuda.OutOfMemoryError)
+            or "out of memory" in text or "not enough memory" in text)
 
 
 if __name__ == "__main__":
