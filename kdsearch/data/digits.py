@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from kdsearch.data.base import ImageDataset
 from kdsearch.data.batches import channel_stats
@@ -22,6 +20,9 @@ def load_digits_dataset() -> ImageDataset:
     Mean/std come from the train split. Augmentation: crop after padding by 1, no flip
     (a mirrored digit is a different or no digit).
     """
+    from sklearn.datasets import load_digits  # imported here: a second of start-up otherwise
+    from sklearn.model_selection import train_test_split
+
     bunch = load_digits()
     images = _to_uint8(torch.from_numpy(bunch.images)).unsqueeze(1)  # [N, 1, 8, 8]
     labels = torch.from_numpy(bunch.target).long()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -127,26 +128,30 @@ PASSTHROUGH_METHODS = {
 }
 BINARY_METHODS = {"add", "add_", "mul", "mul_", "sub", "sub_", "div", "div_"}
 NON_TENSOR_METHODS = {"size", "dim", "numel"}
-try:  # torchvision's stochastic depth is identity at inference and per-sample in training
-    from torchvision.ops import StochasticDepth, stochastic_depth
-
-    PASSTHROUGH_MODULES += (StochasticDepth,)
-    PASSTHROUGH_FUNCTIONS.add(stochastic_depth)
-except ImportError:  # pragma: no cover
-    pass
 
 
 def register_passthrough_module(cls: type[nn.Module]) -> type[nn.Module]:
     """Declare a custom module channel-wise (channel c of its output depends on channel c only)."""
     global PASSTHROUGH_MODULES
-    PASSTHROUGH_MODULES += (cls,)
+    if cls not in PASSTHROUGH_MODULES:
+        PASSTHROUGH_MODULES += (cls,)
     return cls
+
+
+def _register_torchvision_passthroughs() -> None:
+    """torchvision's stochastic depth is identity at inference and per-sample in training. A
+    model holding it has imported torchvision; kdsearch does not import it for others."""
+    module = sys.modules.get("torchvision.ops.stochastic_depth")
+    if module is not None:
+        register_passthrough_module(module.StochasticDepth)
+        PASSTHROUGH_FUNCTIONS.add(module.stochastic_depth)
 
 
 class ChannelAnalysis:
     """Walks a shape-propagated GraphModule once and fills :class:`ChannelRecords`."""
 
     def __init__(self, gm: fx.GraphModule):
+        _register_torchvision_passthroughs()
         self.gm = gm
         self.records = ChannelRecords()
         self.shared_modules = _modules_called_more_than_once(gm)
