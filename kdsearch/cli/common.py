@@ -6,6 +6,9 @@ import argparse
 
 from kdsearch.errors import KdsearchError
 
+MODEL_HELP = ("zoo name (resnet56), torchvision:NAME, or your own model as FILE.py:NAME or "
+              "package.module:NAME (a module class or a function returning one)")
+
 
 def parse_input_size(text: str) -> tuple[int, int, int]:
     """``"3,32,32"`` -> (3, 32, 32)."""
@@ -43,6 +46,8 @@ def add_data_args(parser: argparse.ArgumentParser, default: str | None = "digits
     parser.add_argument("--data-dir", default=None,
                         help="folder with the dataset (extracted folder or archive); CIFAR is "
                              "downloaded there (default ~/.cache/kdsearch/data) when absent")
+    parser.add_argument("--no-download", dest="download", action="store_false",
+                        help="never download: fail when the data is not in --data-dir")
     parser.add_argument("--subset", type=positive_int, default=None, metavar="N",
                         help="use a seeded random subset of N training images")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -53,13 +58,19 @@ def add_data_args(parser: argparse.ArgumentParser, default: str | None = "digits
                         metavar="N", help="synthetic data only: number of classes (default 10)")
 
 
+def data_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`kdsearch.data.load_dataset` the data arguments give."""
+    options = {"data_dir": args.data_dir, "subset": args.subset, "seed": args.seed,
+               "download": args.download, "input_size": args.data_input_size,
+               "num_classes": args.data_classes}
+    return {key: value for key, value in options.items() if value is not None}
+
+
 def dataset_from_args(args: argparse.Namespace):
     """Load the dataset the data arguments describe (see :func:`add_data_args`)."""
     from kdsearch.data import load_dataset
 
-    options = {"input_size": args.data_input_size, "num_classes": args.data_classes}
-    return load_dataset(args.dataset, data_dir=args.data_dir, subset=args.subset,
-                        seed=args.seed, **{k: v for k, v in options.items() if v is not None})
+    return load_dataset(args.dataset, **data_options(args))
 
 
 def require(condition: bool, message: str) -> None:

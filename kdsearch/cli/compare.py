@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kdsearch.cli.common import add_data_args, positive_int
+from kdsearch.cli.common import MODEL_HELP, add_data_args, data_options, positive_int
 from kdsearch.cli.registry import register_command
 
 DESCRIPTION = """\
@@ -32,7 +32,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, metavar="MODEL",
-                        help="zoo name or torchvision:NAME")
+                        help=MODEL_HELP)
     parser.add_argument("--teacher-weights", metavar="PATH",
                         help="trained teacher weights (without: a warning, untrained teacher)")
     add_data_args(parser, default=None)
@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
         teacher_weights=args.teacher_weights, method=args.method, seeds=args.seeds,
         first_seed=args.seed, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         budgets=args.budgets, pruning_baseline=args.pruning_baseline,
-        search_steps=args.search_steps, preset=args.preset, data_dir=args.data_dir,
-        subset=args.subset, device=args.device, quiet=args.quiet)
+        search_steps=args.search_steps, preset=args.preset, device=args.device,
+        quiet=args.quiet, data_options=data_options(args))
     run_comparison(settings, args.out)
     return 0
 

@@ -7,10 +7,9 @@ import sys
 
 import torch
 
-from kdsearch.cli.common import add_data_args
+from kdsearch.cli.common import MODEL_HELP, add_data_args, dataset_from_args
 from kdsearch.cli.registry import register_command
 from kdsearch.cli.train import OUTPUT_HELP, add_training_args, build_model, config_from_args
-from kdsearch.data.registry import load_dataset
 from kdsearch.distill.method import build_method
 from kdsearch.distill.trainer import TrainingInterrupted, train
 
@@ -27,14 +26,13 @@ Use it with: kdsearch train --teacher MODEL --teacher-weights OUT/{WEIGHTS} ..."
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True,
-                        help="zoo name or torchvision:NAME (built for the dataset's classes)")
+                        help=MODEL_HELP + ", built for the dataset's classes")
     add_data_args(parser, default=None)
     add_training_args(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    dataset = load_dataset(args.dataset, data_dir=args.data_dir, subset=args.subset,
-                           seed=args.seed)
+    dataset = dataset_from_args(args)
     torch.manual_seed(args.seed)  # model initialisation
     model = build_model(args.model, None, dataset, "model")
     method = build_method("ce", model, None, {}, dataset.input_size)

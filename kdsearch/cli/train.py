@@ -8,9 +8,8 @@ import sys
 
 import torch
 
-from kdsearch.cli.common import add_data_args, positive_int
+from kdsearch.cli.common import MODEL_HELP, add_data_args, dataset_from_args, positive_int
 from kdsearch.cli.registry import register_command
-from kdsearch.data.registry import load_dataset
 from kdsearch.distill.chain import train_dgkd_chain
 from kdsearch.distill.config import TrainConfig
 from kdsearch.distill.method import build_method, get_method, method_names
@@ -109,10 +108,10 @@ def config_from_args(args: argparse.Namespace, method_options: dict | None = Non
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--student", required=True, metavar="MODEL",
-                        help="zoo name, torchvision:NAME, or a student.json from the search")
+                        help=MODEL_HELP + ", or a student.json from the search")
     parser.add_argument("--student-weights", metavar="PATH",
                         help="initial student weights (default: fresh initialisation)")
-    parser.add_argument("--teacher", metavar="MODEL", help="zoo name or torchvision:NAME")
+    parser.add_argument("--teacher", metavar="MODEL", help=MODEL_HELP)
     parser.add_argument("--teacher-weights", metavar="PATH",
                         help="trained teacher weights (e.g. teacher.pt of kdsearch teacher)")
     parser.add_argument("--method", default=None, help="distillation method (default kd)")
@@ -144,8 +143,7 @@ def run(args: argparse.Namespace) -> int:
     options = parse_options(args.option)
     needs_teacher = any(get_method(name).needs_teacher
                         for name in ([s.method for s in stages] if stages else [method]))
-    dataset = load_dataset(args.dataset, data_dir=args.data_dir, subset=args.subset,
-                           seed=args.seed)
+    dataset = dataset_from_args(args)
     torch.manual_seed(args.seed)  # model initialisation
     student = build_model(args.student, args.student_weights, dataset, "student")
     teacher = build_teacher(args, dataset) if needs_teacher else None

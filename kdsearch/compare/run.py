@@ -58,8 +58,7 @@ class Comparison:
     pruning_baseline: bool = False
     search_steps: int | None = None  # None: the preset's
     preset: str | None = None  # None: chosen by the teacher's family
-    data_dir: str | None = None
-    subset: int | None = None
+    data_options: dict = field(default_factory=dict)  # load_dataset's: data_dir, subset ...
     device: str = "auto"
     quiet: bool = False
 
@@ -137,8 +136,8 @@ def _setup(settings: Comparison, out: Path) -> Setup:
         MODELS.get(name)
     get_method(settings.method)
     device = str(resolve_device(settings.device))
-    dataset = load_dataset(settings.dataset, data_dir=settings.data_dir,
-                           subset=settings.subset, seed=settings.first_seed)
+    dataset = load_dataset(settings.dataset, **{"seed": settings.first_seed,
+                                                **settings.data_options})
     teacher = resolve_model(settings.teacher, dataset.num_classes, dataset.input_size,
                             weights=settings.teacher_weights).model.eval()
     preset = settings.preset or model_family(settings.teacher)

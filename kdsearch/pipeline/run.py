@@ -143,7 +143,8 @@ class PipelineRun:
         dataset = self.config["dataset"]
         settings = Comparison(
             teacher=self.config["teacher"]["model"], teacher_weights=str(self.teacher_weights),
-            dataset=dataset["name"], data_dir=dataset["data_dir"], subset=dataset["subset"],
+            dataset=dataset["name"],
+            data_options={"data_dir": dataset["data_dir"], "subset": dataset["subset"]},
             device=self.config["device"], quiet=self.quiet, **self.config["compare"])
         run_comparison(settings, folder)
 
