@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from kdsearch.cli.common import add_model_shape_args
+from kdsearch.cli.common import MODEL_HELP, add_model_shape_args
 from kdsearch.cli.registry import register_command
 
 DESCRIPTION = """\
@@ -13,11 +13,12 @@ Count a model's cost per input sample:
   macs    multiply-accumulates of conv and linear layers (the 'FLOPs' of KD papers)
   flops   what torch.utils.flop_counter.FlopCounterMode counts (2 per MAC for CNNs)
   params  learnable parameter elements (BatchNorm running statistics excluded)
-MODEL is a zoo name (kdsearch flops resnet56), torchvision:NAME, or a student.json."""
+MODEL is a zoo name (kdsearch flops resnet56), torchvision:NAME, a student.json, or your own
+model as FILE.py:NAME or package.module:NAME."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="zoo name, torchvision:NAME or student.json")
+    parser.add_argument("model", metavar="MODEL", help=MODEL_HELP + ", or a student.json")
     add_model_shape_args(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--per-layer", action="store_true", help="also list MACs per layer")

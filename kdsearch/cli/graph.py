@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from kdsearch.cli.common import add_model_shape_args
+from kdsearch.cli.common import MODEL_HELP, add_model_shape_args
 from kdsearch.cli.registry import register_command
 
 DESCRIPTION = """\
@@ -17,7 +17,7 @@ topology graph (nodes with shapes, MACs, params; edges; units)."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="zoo name or torchvision:NAME")
+    parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     add_model_shape_args(parser)
     parser.add_argument("--preset", help="search preset whose constraints apply "
                                          "(default: by family)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kdsearch.cli.common import add_data_args, dataset_from_args, positive_int
+from kdsearch.cli.common import MODEL_HELP, add_data_args, dataset_from_args, positive_int
 from kdsearch.cli.registry import register_command
 
 DESCRIPTION = """\
@@ -24,7 +24,7 @@ as an uninterrupted run's). It is removed once summary.json is written."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teacher", required=True, help="zoo name or torchvision:NAME")
+    parser.add_argument("--teacher", required=True, help=MODEL_HELP)
     parser.add_argument("--teacher-weights", help="teacher checkpoint (state_dict)")
     add_data_args(parser, default=None)
     parser.add_argument("--budget", required=True,

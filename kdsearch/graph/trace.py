@@ -11,15 +11,20 @@ as one node, which is how users keep exotic blocks out of the analysis.
 
 from __future__ import annotations
 
+import sys
+import traceback
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from kdsearch.errors import KdsearchError
+from kdsearch.errors import KdsearchError, first_line
 
 LEAF_MODULE_TYPES: set[type[nn.Module]] = set()
+# Frames under these are the tracer's own; the frame after them is the model's code.
+LIBRARY_ROOTS = (Path(torch.__file__).parent, Path(__file__).parent)
 
 
 def register_leaf_module(cls: type[nn.Module]) -> type[nn.Module]:
@@ -28,12 +33,12 @@ def register_leaf_module(cls: type[nn.Module]) -> type[nn.Module]:
     return cls
 
 
-try:  # stochastic depth must keep following train()/eval(), so it stays one module
-    from torchvision.ops import StochasticDepth
-
-    register_leaf_module(StochasticDepth)
-except ImportError:  # pragma: no cover
-    pass
+def _register_known_leaves() -> None:
+    """Stochastic depth must keep following train()/eval(), so it stays one module. A model
+    holding one has imported torchvision already; kdsearch does not import it for others."""
+    stochastic_depth = sys.modules.get("torchvision.ops.stochastic_depth")
+    if stochastic_depth is not None:
+        register_leaf_module(stochastic_depth.StochasticDepth)
 
 
 class TraceFailure(KdsearchError):
@@ -46,6 +51,7 @@ class _PathTracer(fx.Tracer):
     def __init__(self):
         super().__init__()
         self.kd_path_stack: list[str] = []
+        _register_known_leaves()
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, tuple(LEAF_MODULE_TYPES)) or super().is_leaf_module(m, qualname)
@@ -72,9 +78,10 @@ def symbolic_trace(model: nn.Module) -> fx.GraphModule:
     except Exception as err:  # fx raises many types; all mean "not traceable"
         where = tracer.kd_path_stack[-1] if tracer.kd_path_stack else "the top-level forward"
         kind = type(model).__name__
-        detail = _first_line(err)
+        detail = first_line(err)
+        line = _source_line(err)
         raise TraceFailure(
-            f"cannot trace {kind}: in module '{where}': {type(err).__name__}: {detail} "
+            f"cannot trace {kind}: in module '{where}'{line}: {type(err).__name__}: {detail} "
             "(register that block with kdsearch.graph.register_leaf_module to keep it opaque)"
         ) from err
     finally:
@@ -99,7 +106,7 @@ class _ShapeRecorder(fx.Interpreter):
         except Exception as err:
             where = node.target if node.op == "call_module" else node.name
             raise TraceFailure(f"at {where}: {type(err).__name__}: "
-                               f"{_first_line(err)}") from err
+                               f"{first_line(err)}") from err
         if isinstance(result, torch.Tensor):
             node.meta["tensor_meta"] = TensorMeta(tuple(result.shape), result.dtype)
         return result
@@ -115,15 +122,21 @@ def trace_with_shapes(model: nn.Module, example_input: torch.Tensor) -> fx.Graph
             _ShapeRecorder(gm).run(example_input)
     except TraceFailure as err:
         raise TraceFailure(f"cannot run {type(model).__name__} on an input of shape "
-                           f"{list(example_input.shape)}: {_first_line(err)}") from err
+                           f"{list(example_input.shape)}: {first_line(err)}") from err
     finally:
         gm.train(was_training)
     return gm
 
 
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+def _source_line(err: Exception) -> str:
+    """`` at FILE:LINE `code` ``: the model's own line that broke the trace, if any."""
+    frames = [frame for frame in traceback.extract_tb(err.__traceback__)
+              if not any(Path(frame.filename).is_relative_to(root) for root in LIBRARY_ROOTS)]
+    if not frames:
+        return ""
+    frame = frames[-1]
+    return f" at {Path(frame.filename).name}:{frame.lineno} `{(frame.line or '').strip()}`"
+
 
 
 def output_shape(node: fx.Node) -> tuple[int, ...] | None:

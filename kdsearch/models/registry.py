@@ -5,7 +5,8 @@ Zoo models register where they are defined::
     @register_model("resnet20", family="resnet_cifar")
     def resnet20(num_classes: int = 100, in_channels: int = 3) -> nn.Module: ...
 
-``torchvision:NAME`` resolves any torchvision classification model.
+``torchvision:NAME`` resolves any torchvision classification model; ``FILE.py:NAME`` and
+``package.module:NAME`` build the user's own model (:mod:`kdsearch.models.user`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from kdsearch.errors import KdsearchError
+from kdsearch.models.user import build_user_model, is_user_model
 from kdsearch.registry import Registry, unknown_name_message
 
 MODELS: Registry = Registry("model")
@@ -23,6 +25,8 @@ TORCHVISION_PREFIX = "torchvision:"
 
 def build_model(name: str, num_classes: int = 100, in_channels: int = 3) -> nn.Module:
     """Build a fresh (randomly initialised) model by name."""
+    if is_user_model(name):
+        return build_user_model(name, num_classes, in_channels)
     if name.startswith(TORCHVISION_PREFIX):
         return _build_torchvision(name[len(TORCHVISION_PREFIX):], num_classes, in_channels)
     _import_zoo()
@@ -33,6 +37,8 @@ def model_family(name: str) -> str:
     """The family a model belongs to (chooses the search preset), e.g. ``resnet_cifar``."""
     if name.startswith(TORCHVISION_PREFIX):
         return "torchvision"
+    if is_user_model(name):
+        return "generic"
     _import_zoo()
     return MODELS.meta(name).get("family", "generic")
 

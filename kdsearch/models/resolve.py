@@ -1,13 +1,16 @@
-"""Turn what a user typed (a zoo name, ``torchvision:NAME``, a student.json) into a model."""
+"""Turn what a user typed into a model: zoo name, torchvision:NAME, FILE.py:NAME, student.json."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 
+from kdsearch.errors import KdsearchError, first_line
 from kdsearch.models.registry import MODELS, TORCHVISION_PREFIX, build_model, model_names
+from kdsearch.models.user import is_user_model
 
 
 @dataclass
@@ -17,8 +20,14 @@ class ResolvedModel:
     input_size: tuple[int, int, int]
 
 
-def natural_shape(name: str) -> tuple[int, tuple[int, int, int]]:
-    """(num_classes, input_size) a registered model is designed for."""
+def natural_shape(name: str) -> tuple[int | None, tuple[int, int, int]]:
+    """(num_classes, input_size) a registered model is designed for.
+
+    A user's model (``FILE.py:NAME``) keeps the head its factory builds (``None``) and is
+    assumed to take CIFAR-sized input unless told otherwise.
+    """
+    if is_user_model(name):
+        return None, (3, 32, 32)
     if name.startswith(TORCHVISION_PREFIX):
         return 1000, (3, 224, 224)
     model_names()  # imports the zoo
@@ -47,4 +56,27 @@ def resolve_model(
         from kdsearch.models.checkpoint import load_weights
 
         load_weights(model, weights)
+    if is_user_model(text):  # its factory may ignore num_classes: trust its output
+        built = _classes_out(model, input_size)
+        if num_classes not in (None, built):
+            raise KdsearchError(f"{text} outputs {built} classes, not {num_classes}; let it "
+                                "take a num_classes argument")
+        num_classes = built
     return ResolvedModel(model, num_classes, input_size)
+
+
+def _classes_out(model: nn.Module, input_size: tuple[int, int, int]) -> int:
+    """The width of ``model``'s output on one input (a user model's own head)."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(1, *input_size))
+    except Exception as err:
+        raise KdsearchError(f"cannot run {type(model).__name__} on an input of shape "
+                            f"{[1, *input_size]}: {type(err).__name__}: {first_line(err)}") from err
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise KdsearchError(f"{type(model).__name__} must return logits [batch, classes], "
+                            f"got {getattr(out, 'shape', type(out).__name__)}")
+    return out.shape[1]

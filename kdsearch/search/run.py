@@ -22,6 +22,7 @@ from kdsearch.graph.counting import count_model
 from kdsearch.graph.topology import TopologyGraph
 from kdsearch.graph.units import Constraints, Units
 from kdsearch.io import append_jsonl, ensure_out_dir, save_torch, write_json
+from kdsearch.models.user import portable_name
 from kdsearch.search.budget import parse_budget
 from kdsearch.search.checkpoint import (
     CHECKPOINT,
@@ -69,7 +70,7 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
         refuse_unfinished(out / CHECKPOINT)  # before any work or write
     start = time.perf_counter()
     torch.manual_seed(seed)
-    teacher_info = {"model": teacher_name, "num_classes": dataset.num_classes,
+    teacher_info = {"model": portable_name(teacher_name), "num_classes": dataset.num_classes,
                     "input_size": list(dataset.input_size)}
     topology = TopologyGraph(teacher, dataset.input_size, constraints)
     write_json(out / "graph.json", topology.to_json())
