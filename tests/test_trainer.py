@@ -273,30 +273,33 @@ def test_train_command_exits_130_when_interrupted(tmp_path, monkeypatch, capsys)
     assert "interrupted: SIGTERM during epoch 3" in capsys.readouterr().err
 
 
-KILLABLE_RUN = """\
-import argparse, sys
-import torch
-from kdsearch.cli import train
-torch.set_num_threads(1)
-parser = argparse.ArgumentParser()
-train.configure(parser)
-sys.exit(train.run(parser.parse_args(sys.argv[1:])))
-"""
+def epochs_logged(out: Path) -> int:
+    try:
+        return (out / "metrics.jsonl").read_text().count("\n")
+    except FileNotFoundError:
+        return 0
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
-    arguments = ["--student", "digits_resnet8", "--teacher", "digits_resnet8_half", "--dataset",
-                 "digits", "--subset", "128", "--epochs", "4", "--device", "cpu", "--quiet"]
+def test_sigkill_at_several_points_then_resume_matches_an_uninterrupted_run(tmp_path):
+    arguments = [sys.executable, "-m", "kdsearch", "train", "--student", "digits_resnet8",
+                 "--teacher", "digits_resnet8_half", "--dataset", "digits", "--subset", "128",
+                 "--epochs", "8", "--device", "cpu", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cut = tmp_path / "cut"
-    process = subprocess.Popen([sys.executable, "-c", KILLABLE_RUN, *arguments, "--out", str(cut)],
-                               stderr=subprocess.DEVNULL)
-    while not (cut / "checkpoint.pt").exists() and process.poll() is None:
-        time.sleep(0.002)
-    process.kill()
-    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
-    assert not (cut / "summary.json").exists()
-    assert run_command("train", [*arguments, "--out", str(cut), "--resume"]) == 0
-    assert run_command("train", [*arguments, "--out", str(tmp_path / "whole")]) == 0
+    # kill as soon as the first checkpoint exists, then within the 4th and the 7th epoch
+    for point, resume in ((None, []), (3, ["--resume"]), (6, ["--resume"])):
+        process = subprocess.Popen([*arguments, "--out", str(cut), *resume], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while process.poll() is None and not (
+                (cut / "checkpoint.pt").exists() if point is None else epochs_logged(cut) >= point):
+            time.sleep(0.002)
+        process.kill()
+        assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+        assert (cut / "checkpoint.pt").exists() and not (cut / "summary.json").exists()
+    for out, resume in ((cut, ["--resume"]), (tmp_path / "whole", [])):
+        run = subprocess.run([*arguments, "--out", str(out), *resume], env=env,
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
     assert_same_weights(tmp_path / "whole" / "student.pt", cut / "student.pt")
     assert scores(tmp_path / "whole") == scores(cut)
