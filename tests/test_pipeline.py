@@ -134,3 +134,38 @@ def test_pipeline_runs_end_to_end_and_a_rerun_skips_everything(tmp_path, capsys)
     train_teacher(loaded, tmp_path / "loaded", quiet=True)
     evaluation = json.loads((tmp_path / "loaded/teacher/evaluation.json").read_text())
     assert evaluation["last_test_acc"] == results["teacher"]["last_acc"]
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_exits_130_and_the_same_command_continues(tmp_path, capsys,
+                                                                      monkeypatch):
+    import os
+    import signal
+
+    from kdsearch.distill import get_method
+
+    kd = get_method("kd")
+    original, sent = kd.forward_train, []
+
+    def sigterm_once_in_epoch_2(self, images, labels, epoch):
+        if epoch == 2 and not sent:
+            sent.append(epoch)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, images, labels, epoch)
+
+    monkeypatch.setattr(kd, "forward_train", sigterm_once_in_epoch_2)
+    config = {**TINY, "distill": {**TINY["distill"], "epochs": 3}, "compare": None,
+              "show": False, "out": str(tmp_path / "run")}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in config.items() if v is not None}))
+    assert main(["run", "--config", str(path), "--quiet"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "kdsearch: interrupted: SIGTERM during epoch 2")
+    distill = tmp_path / "run" / "distill" / "0.5x" / "stage1_kd"
+    assert (distill / "checkpoint.pt").exists() and not (distill / "summary.json").exists()
+    assert main(["run", "--config", str(path), "--quiet"]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["steps"] == {"teacher": "skipped", "search 0.5x": "skipped",
+                                "distill 0.5x": "ran"}
+    epochs = [json.loads(line)["epoch"] for line in (distill / "metrics.jsonl").open()]
+    assert epochs == [1, 2, 3]

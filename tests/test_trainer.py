@@ -263,14 +263,17 @@ def test_teacher_then_train_commands(tmp_path, capsys):
 
 
 def test_train_command_exits_130_when_interrupted(tmp_path, monkeypatch, capsys):
+    from kdsearch.cli import main
+
     def interrupted(*args, **kwargs):
         raise TrainingInterrupted("SIGTERM during epoch 3, step 7; checkpoint.pt holds epoch 2")
 
     monkeypatch.setattr("kdsearch.cli.train.train", interrupted)
-    argv = ["--student", "digits_resnet8", "--method", "ce", "--dataset", "digits",
+    argv = ["train", "--student", "digits_resnet8", "--method", "ce", "--dataset", "digits",
             "--out", str(tmp_path)]
-    assert run_command("train", argv) == 130
-    assert "interrupted: SIGTERM during epoch 3" in capsys.readouterr().err
+    assert main(argv) == 130
+    assert capsys.readouterr().err.strip() == ("kdsearch: interrupted: SIGTERM during epoch 3, "
+                                               "step 7; checkpoint.pt holds epoch 2")
 
 
 def epochs_logged(out: Path) -> int:

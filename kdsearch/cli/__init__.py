@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"out of memory ({first_line(err)}); lower --batch-size or free the "
                     "device, then rerun with --resume where the command has it: the last "
                     "checkpoint is kept")
-    except KeyboardInterrupt:
-        print("kdsearch: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # the search, training and tuning checkpoint first
+        detail = f": {err}" if str(err) else ""
+        print(f"kdsearch: interrupted{detail}", file=sys.stderr, flush=True)
         return 130
 
 

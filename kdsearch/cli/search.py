@@ -61,7 +61,6 @@ def run(args: argparse.Namespace) -> int:
     from kdsearch.models import model_family
     from kdsearch.models.resolve import resolve_model
     from kdsearch.presets import from_mapping, load_preset
-    from kdsearch.search.checkpoint import SearchInterrupted
     from kdsearch.search.config import SearchConfig
     from kdsearch.search.run import search_student
     from kdsearch.search.select import LANDING
@@ -83,13 +82,9 @@ def run(args: argparse.Namespace) -> int:
               "keep": tuple(constraints.keep) + tuple(args.keep) if args.keep else None}
     constraints = from_mapping(Constraints, {k: v for k, v in limits.items() if v is not None},
                                "command line", base=constraints)
-    try:
-        result = search_student(teacher, args.teacher, dataset, args.budget, config,
-                                constraints, args.out, seed=args.seed, progress=not args.quiet,
-                                resume=args.resume)
-    except SearchInterrupted as err:
-        print(f"kdsearch: interrupted: {err}", file=sys.stderr)
-        return 130
+    result = search_student(teacher, args.teacher, dataset, args.budget, config,
+                            constraints, args.out, seed=args.seed, progress=not args.quiet,
+                            resume=args.resume)
     _print_summary(result.summary, args.out)
     if not result.summary["budget_reached"]:
         print(f"kdsearch: warning: the student uses {100 * result.summary['budget_fraction']:.1f}%"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 
@@ -11,7 +10,7 @@ from kdsearch.cli.common import MODEL_HELP, add_data_args, dataset_from_args
 from kdsearch.cli.registry import register_command
 from kdsearch.cli.train import OUTPUT_HELP, add_training_args, build_model, config_from_args
 from kdsearch.distill.method import build_method
-from kdsearch.distill.trainer import TrainingInterrupted, train
+from kdsearch.distill.trainer import train
 
 WEIGHTS = "teacher.pt"
 
@@ -36,12 +35,8 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)  # model initialisation
     model = build_model(args.model, None, dataset, "model")
     method = build_method("ce", model, None, {}, dataset.input_size)
-    try:
-        train(method, dataset, config_from_args(args), args.out, resume=args.resume,
-              quiet=args.quiet, weights_name=WEIGHTS, info={"model": args.model})
-    except TrainingInterrupted as err:
-        print(f"kdsearch: interrupted: {err}", file=sys.stderr)
-        return 130
+    train(method, dataset, config_from_args(args), args.out, resume=args.resume,
+          quiet=args.quiet, weights_name=WEIGHTS, info={"model": args.model})
     return 0
 
 

@@ -14,7 +14,7 @@ from kdsearch.distill.chain import train_dgkd_chain
 from kdsearch.distill.config import TrainConfig
 from kdsearch.distill.method import build_method, get_method, method_names
 from kdsearch.distill.stages import load_stages, run_stages
-from kdsearch.distill.trainer import TrainingInterrupted, train
+from kdsearch.distill.trainer import train
 from kdsearch.errors import KdsearchError
 from kdsearch.models import model_family
 from kdsearch.models.resolve import resolve_model
@@ -155,21 +155,17 @@ def run(args: argparse.Namespace) -> int:
                       or args.assistant_search_steps is not None):
         raise KdsearchError("--assistants, --assistant-budgets and --assistant-search-steps "
                             "are for --method dgkd")
-    try:
-        if stages:
-            run_stages(stages, student, teacher, dataset, config, args.out,
-                       resume=args.resume, quiet=args.quiet, info=info)
-        elif chain:
-            run_chain(args, student, teacher, dataset, config, info)
-        else:
-            built = build_method(method, student, teacher, options, dataset.input_size)
-            if hasattr(built, "recurrence"):  # a transformed student: say what changed
-                info["recurrence"] = built.recurrence
-            train(built, dataset, config, args.out, resume=args.resume, quiet=args.quiet,
-                  info=info)
-    except TrainingInterrupted as err:
-        print(f"kdsearch: interrupted: {err}", file=sys.stderr)
-        return 130
+    if stages:
+        run_stages(stages, student, teacher, dataset, config, args.out,
+                   resume=args.resume, quiet=args.quiet, info=info)
+    elif chain:
+        run_chain(args, student, teacher, dataset, config, info)
+    else:
+        built = build_method(method, student, teacher, options, dataset.input_size)
+        if hasattr(built, "recurrence"):  # a transformed student: say what changed
+            info["recurrence"] = built.recurrence
+        train(built, dataset, config, args.out, resume=args.resume, quiet=args.quiet,
+              info=info)
     return 0
 
 

@@ -46,20 +46,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     from kdsearch.errors import KdsearchError
-    from kdsearch.tune import TuneInterrupted, front_table, run_tune
+    from kdsearch.tune import front_table, run_tune
 
     if args.trials is None and args.total_trials is None:
         raise KdsearchError("tune: give --trials N (this worker) or --total-trials M (the "
                             "study), or both")
-    try:
-        result = run_tune(args.config, args.trials, storage=args.storage, study=args.study,
-                          out_dir=args.out, quiet=args.quiet, total_trials=args.total_trials)
-    except TuneInterrupted as err:
-        print(f"kdsearch: interrupted: {err}", file=sys.stderr, flush=True)
-        return 130
+    result = run_tune(args.config, args.trials, storage=args.storage, study=args.study,
+                      out_dir=args.out, quiet=args.quiet, total_trials=args.total_trials)
     print(front_table(result))
     return 0
 
