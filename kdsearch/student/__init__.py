@@ -1,0 +1,1 @@
+"""The found student: extraction of the kept subgraph and ``student.json`` specs."""
