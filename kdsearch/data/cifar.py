@@ -17,10 +17,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import lzma
-import os
 import pickle
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -35,6 +33,7 @@ from tqdm import tqdm
 from kdsearch.data.base import ImageDataset
 from kdsearch.data.registry import register_dataset
 from kdsearch.errors import KdsearchError
+from kdsearch.io import atomic_write
 
 DEFAULT_DATA_DIR = Path("~/.cache/kdsearch/data")
 PIXELS = 3 * 32 * 32  # one row: channel-planar R|G|B of a 32x32 image
@@ -171,27 +170,23 @@ def locate(fmt: CifarFormat, data_dir: str | Path | None, download: bool) -> Pat
 
 
 def download_file(url: str, dest: str | Path, md5: str, *, chunk_size: int = 1 << 20) -> Path:
-    """Download ``url`` to ``dest`` via a temporary file renamed into place once its md5 matches.
+    """Download ``url`` to ``dest`` through a temporary file, renamed into place once its md5
+    matches (:func:`kdsearch.io.atomic_write`).
 
     A failed download or a checksum mismatch removes the temporary file, leaves ``dest`` alone
     and raises :class:`KdsearchError`. Any URL urllib opens works (``file://`` in tests).
     """
-    dest = Path(dest)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    except OSError as err:
-        raise KdsearchError(f"{dest.parent}: cannot download into it ({err.strerror})") from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            digest = _stream_to(url, out, chunk_size)
+
+    def fetch(out: IO[bytes]) -> None:
+        digest = _stream_to(url, out, chunk_size)
         if digest != md5:
             raise KdsearchError(f"{url}: md5 {digest} does not match the expected {md5}; discarded")
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
+
+    try:
+        return atomic_write(dest, fetch)
+    except OSError as err:
+        raise KdsearchError(f"{Path(dest).parent}: cannot download into it "
+                            f"({err.strerror or err})") from None
 
 
 def _stream_to(url: str, out: IO[bytes], chunk_size: int) -> str:

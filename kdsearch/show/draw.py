@@ -17,6 +17,7 @@ from matplotlib.patches import Patch, PathPatch, Rectangle
 from matplotlib.path import Path as MplPath
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from kdsearch.io import atomic_write
 from kdsearch.show.data import (
     ROW_GAP,
     GateCurves,
@@ -54,12 +55,12 @@ def new_figure(height: float, width: float = WIDTH_IN) -> Figure:
 
 def save_figure(fig: Figure, stem: Path) -> list[Path]:
     """Write ``stem.png`` and ``stem.svg``; return both paths."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    png, svg = stem.with_suffix(".png"), stem.with_suffix(".svg")
     with mpl.rc_context(STYLE):
-        fig.savefig(paths[0], dpi=DPI, facecolor="white")
-        fig.savefig(paths[1], facecolor="white", metadata={"Date": None})
-    return paths
+        atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=DPI, facecolor="white"))
+        atomic_write(svg, lambda f: fig.savefig(f, format="svg", facecolor="white",
+                                                metadata={"Date": None}))
+    return [png, svg]
 
 
 # -- 1. the teacher graph ------------------------------------------------------------------
