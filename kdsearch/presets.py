@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sysconfig
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -22,9 +23,15 @@ PRESET_KEYS = {"family", "description", "constraints", "search"}
 
 
 def search_spaces_dir() -> Path:
-    """``$KDSEARCH_SEARCH_SPACES``, else ``search_spaces/`` beside the package."""
+    """``$KDSEARCH_SEARCH_SPACES``; else ``search_spaces/`` beside the package (a checkout or
+    an editable install); else where a wheel installs them, ``PREFIX/share/kdsearch``."""
     env = os.environ.get("KDSEARCH_SEARCH_SPACES")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "search_spaces"
+    if env:
+        return Path(env)
+    beside = Path(__file__).resolve().parents[1] / "search_spaces"
+    if beside.is_dir():
+        return beside
+    return Path(sysconfig.get_path("data")) / "share" / "kdsearch" / "search_spaces"
 
 
 def preset_path(name_or_path: str) -> Path:

@@ -65,3 +65,31 @@ def test_the_public_names_resolve():
     assert Path(kdsearch.__file__).parent == PACKAGE
     for name in kdsearch.__all__:
         assert getattr(kdsearch, name) is not None, name
+
+
+@pytest.mark.slow
+def test_a_wheel_holds_every_module_and_the_presets(tmp_path):
+    """What ``pip install kdsearch`` gets (not an editable checkout): all code, all presets."""
+    import importlib.util
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    root, source = PACKAGE.parent, tmp_path / "source"  # built from a copy: no build/ left
+    for name in ("kdsearch", "search_spaces"):
+        shutil.copytree(root / name, source / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    offline = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", *offline,
+                            "-w", str(tmp_path), str(source)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    (wheel,) = tmp_path.glob("kdsearch-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = {str(p.relative_to(root)) for p in PACKAGE.rglob("*.py")}
+    assert modules <= names, sorted(modules - names)
+    presets = {p.name for p in (root / "search_spaces").glob("*.yaml")}
+    shipped = {Path(n).name for n in names if "/share/kdsearch/search_spaces/" in n}
+    assert presets and shipped == presets
