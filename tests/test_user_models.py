@@ -130,3 +130,16 @@ def test_a_searched_user_model_rebuilds_from_its_spec_anywhere(nets, tmp_path, m
     student = load_student(tmp_path / "search" / "student.json",
                            weights=str(tmp_path / "search" / "student.pt"))
     assert count_model(student.model, (1, 8, 8)).macs == result.summary["student"]["macs"]
+
+
+def test_a_file_imports_its_neighbours_and_required_arguments_are_named(tmp_path):
+    (tmp_path / "blocks.py").write_text("import torch.nn as nn\n\n\nclass Block(nn.Conv2d):\n"
+                                        "    pass\n")
+    (tmp_path / "composed.py").write_text(
+        "import torch.nn as nn\nfrom blocks import Block\n\n\ndef net(num_classes):\n"
+        "    return nn.Sequential(Block(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),\n"
+        "                         nn.Linear(4, num_classes))\n")
+    with pytest.raises(KdsearchError, match="needs num_classes: give it with --num-classes"):
+        resolve_model(f"{tmp_path}/composed.py:net", input_size=(1, 8, 8))
+    resolved = resolve_model(f"{tmp_path}/composed.py:net", 6, (1, 8, 8))
+    assert resolved.num_classes == 6 and type(resolved.model[0]).__name__ == "Block"

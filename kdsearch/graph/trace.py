@@ -138,7 +138,6 @@ def _source_line(err: Exception) -> str:
     return f" at {Path(frame.filename).name}:{frame.lineno} `{(frame.line or '').strip()}`"
 
 
-
 def output_shape(node: fx.Node) -> tuple[int, ...] | None:
     """The shape of a node's tensor output, or None for non-tensor outputs."""
     meta = node.meta.get("tensor_meta")

@@ -133,4 +133,3 @@ def _unpickling_reason(err: pickle.UnpicklingError) -> str:
             "are loaded (weights_only=True)"
         )
     return "its pickle data cannot be read with weights_only=True (corrupted, or not torch.save?)"
-

@@ -6,7 +6,8 @@ zoo's convention), so one factory serves every dataset; a factory that takes nei
 called bare and its model keeps its own head. A file may also call
 :func:`kdsearch.graph.register_leaf_module` to keep an untraceable block opaque.
 
-Naming a file runs it, exactly as ``python FILE.py`` would: name only code you trust.
+Naming a file runs it, as ``python FILE.py`` would (its folder goes on ``sys.path``, so it can
+import its neighbours): name only code you trust.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from types import ModuleType
 import torch.nn as nn
 
 from kdsearch.errors import KdsearchError, first_line
-
-ACCEPTED_ARGUMENTS = ("num_classes", "in_channels")
 
 
 def is_user_model(name: str) -> bool:
@@ -50,6 +49,9 @@ def build_user_model(name: str, num_classes: int | None = None,
     offered = {"num_classes": num_classes, "in_channels": in_channels}
     kwargs = {key: value for key, value in offered.items()
               if value is not None and _accepts(factory, key)}
+    for key, option in (("num_classes", "--num-classes"), ("in_channels", "--input-size")):
+        if key not in kwargs and _requires(factory, key):
+            raise KdsearchError(f"{name} needs {key}: give it with {option} (or a dataset)")
     try:
         model = factory(**kwargs)
     except Exception as err:  # the user's code: report it as theirs, on one line
@@ -81,6 +83,8 @@ def _import_file(path: Path) -> ModuleType:
     key = "kdsearch_user_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
     if key in sys.modules:
         return sys.modules[key]
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(key, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[key] = module
@@ -102,6 +106,13 @@ def _accepts(factory, keyword: str) -> bool:
                or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
+def _requires(factory, keyword: str) -> bool:
+    try:
+        parameter = inspect.signature(factory).parameters.get(keyword)
+    except (TypeError, ValueError):
+        return False
+    return parameter is not None and parameter.default is parameter.empty
+
+
 def _call_text(kwargs: dict) -> str:
     return ", ".join(f"{key}={value}" for key, value in kwargs.items())
-
