@@ -148,8 +148,8 @@ def test_a_budget_out_of_reach_is_reported(tmp_path, digits, monkeypatch, capsys
     summary = json.loads((out / "summary.json").read_text())
     assert summary["budget_reached"] is False and summary["budget_fraction"] <= 0.8
     err = capsys.readouterr().err
-    assert f"warning: the student uses {100 * summary['budget_fraction']:.1f}% of the budget" \
-        in err
+    used = int(10_000 * summary["budget_fraction"]) / 100
+    assert f"warning: the student uses {used:.2f}% of the budget" in err
 
 
 def log_lines(out: Path) -> int:

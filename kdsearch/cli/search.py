@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from kdsearch.cli.common import MODEL_HELP, add_data_args, dataset_from_args, positive_int
@@ -87,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
                             resume=args.resume)
     _print_summary(result.summary, args.out)
     if not result.summary["budget_reached"]:
-        print(f"kdsearch: warning: the student uses {100 * result.summary['budget_fraction']:.1f}%"
+        used = math.floor(10_000 * result.summary["budget_fraction"]) / 100  # never up to 97
+        print(f"kdsearch: warning: the student uses {used:.2f}%"
               f" of the budget, short of the {100 * LANDING:.0f}% aimed for: the constraints "
               "(--min-channels, --channel-multiple, --keep) or whole blocks left no closer fit",
               file=sys.stderr)

@@ -166,7 +166,7 @@ def _summary(teacher, topology, units, selection, report, counted, budget, budge
         "student": {"macs": counted.macs, "params": counted.params, "flops": counted.flops},
         "budget": budget,
         "budget_macs": budget_macs,
-        "budget_fraction": round(counted.macs / budget_macs, 4),
+        "budget_fraction": round(counted.macs / budget_macs, 6),
         # False: the constraints left no student within [97%, 100%] of the budget
         "budget_reached": counted.macs >= LANDING * budget_macs,
         "channels_removed": removed_channels,
