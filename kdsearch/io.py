@@ -48,6 +48,12 @@ def save_torch(path: str | Path, obj: Any) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def copy_file(source: str | Path, path: str | Path) -> Path:
+    """Copy ``source`` to ``path`` atomically."""
+    data = Path(source).read_bytes()
+    return atomic_write(path, lambda f: f.write(data))
+
+
 def read_json(path: str | Path) -> Any:
     """Read a JSON file; a missing or malformed file is a user error naming the file."""
     path = Path(path)

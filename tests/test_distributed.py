@@ -71,6 +71,34 @@ def test_two_processes_train_what_one_process_trains(tmp_path, one_thread):
     assert ddp["loss"] == pytest.approx(one["loss"], rel=1e-5)
 
 
+@pytest.mark.slow
+def test_two_processes_run_a_dgkd_chain_with_a_searched_assistant(tmp_path, one_thread):
+    """Rank 0 alone searches the assistant (the others wait for its files); every rank trains;
+    the result is the single-process chain's."""
+    chain = [arg if arg != "kd" else "dgkd" for arg in RUN] + [
+        "--assistant-budgets", "0.7x", "--assistant-search-steps", "3", "--epochs", "1"]
+    done = torchrun([*chain, "--out", str(tmp_path / "ddp")])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert main(["train", *chain, "--out", str(tmp_path / "one")]) == 0
+    for run in ("ddp", "one"):
+        assert (tmp_path / run / "assistant1_search" / "summary.json").is_file()
+        assert (tmp_path / run / "summary.json").is_file()
+    assert (read_jsonl(tmp_path / "ddp" / "assistant1_search" / "search_log.jsonl")
+            == read_jsonl(tmp_path / "one" / "assistant1_search" / "search_log.jsonl"))
+    assert_close_weights(tmp_path / "ddp" / "student.pt", tmp_path / "one" / "student.pt")
+
+
+@pytest.mark.slow
+def test_two_processes_run_a_stages_file(tmp_path, one_thread):
+    stages = tmp_path / "stages.yaml"
+    stages.write_text("- {method: kd, epochs: 1}\n- {method: reviewkd, epochs: 1}\n")
+    run = [arg for arg in RUN if arg not in ("--method", "kd")] + ["--stages", str(stages)]
+    done = torchrun([*run, "--out", str(tmp_path / "ddp")])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert main(["train", *run, "--out", str(tmp_path / "one")]) == 0
+    assert_close_weights(tmp_path / "ddp" / "student.pt", tmp_path / "one" / "student.pt")
+
+
 class InterruptedKD(get_method("kd")):
     """KD that asks to stop at the first step of epoch 2 (as a SIGINT would)."""
 

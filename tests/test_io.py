@@ -12,7 +12,7 @@ from kdsearch.io import append_jsonl, read_jsonl, write_json, write_text
 
 PACKAGE = Path(kdsearch.__file__).parent
 # direct writes that would leave a half-written file behind when the process dies mid-way
-DIRECT_WRITE = re.compile(r"\.write_text\(|\.write_bytes\(|torch\.save\(|\.savefig\(|"
+DIRECT_WRITE = re.compile(r"\.write_text\(|\.write_bytes\(|torch\.save\(|\.savefig\(|shutil\.copy|"
                           r"open\([^)]*[\"'][wx]b?[\"']")
 
 

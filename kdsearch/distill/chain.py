@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,13 +38,14 @@ import torch
 import torch.nn as nn
 
 from kdsearch.data.base import ImageDataset
-from kdsearch.distill.config import TrainConfig
+from kdsearch.distill import distributed
+from kdsearch.distill.config import Runtime, TrainConfig
 from kdsearch.distill.method import build_method
 from kdsearch.distill.stages import finished_stage
 from kdsearch.distill.trainer import SUMMARY, train
 from kdsearch.errors import KdsearchError
 from kdsearch.graph.counting import count_model
-from kdsearch.io import ensure_out_dir, read_json, write_json
+from kdsearch.io import copy_file, ensure_out_dir, read_json, write_json
 from kdsearch.models.checkpoint import load_weights
 from kdsearch.models.resolve import resolve_model
 from kdsearch.search.budget import parse_budget
@@ -114,7 +114,9 @@ class Chain:
 
     def __init__(self, teacher, teacher_name, dataset, config, out, resume, quiet, info):
         self.dataset, self.config, self.out = dataset, config, out
-        self.resume, self.quiet, self.info = resume, quiet, info
+        # under torchrun: rank 0 searches and writes the chain's files, every rank trains
+        self.dist = distributed.setup(Runtime.for_config(config).device)
+        self.resume, self.quiet, self.info = resume, quiet or not self.dist.is_main, info
         self.guides: list[Link] = [Link("teacher", teacher, teacher_name)]
         self.records: list[dict[str, Any]] = []
 
@@ -151,12 +153,13 @@ class Chain:
 
         parent = self.guides[-1]
         search_dir = self.out / f"{role}_search"
-        if not (search_dir / SUMMARY).exists():
+        if self.dist.is_main and not (search_dir / SUMMARY).exists():
             self.note(f"{role}: searching {budget_macs / 1e6:.3f}M MACs inside {parent.label}")
             search_student(_cpu_copy(parent.model).requires_grad_(True), parent.label,
                            self.dataset, str(budget_macs), search_config, constraints,
                            search_dir, seed=self.config.seed, progress=not self.quiet,
                            resume=True)
+        self.dist.barrier()  # the others read the search's files
         summary = read_json(search_dir / SUMMARY)
         if summary.get("budget_macs") != budget_macs:
             raise KdsearchError(
@@ -192,11 +195,12 @@ class Chain:
 
     def finish(self) -> dict[str, Any]:
         """Copy the student's weights to the top and write the chain's summary."""
-        shutil.copyfile(self.out / "student" / WEIGHTS, self.out / WEIGHTS)
         summary = {"chain": self.records, "final_test_acc": self.records[-1]["last_test_acc"],
                    "final_best_test_acc": self.records[-1]["best_test_acc"],
                    "weights": WEIGHTS, **self.info}
-        write_json(self.out / SUMMARY, summary)
+        if self.dist.is_main:
+            copy_file(self.out / "student" / WEIGHTS, self.out / WEIGHTS)
+            write_json(self.out / SUMMARY, summary)
         return summary
 
     def macs(self, model: nn.Module) -> int:

@@ -60,6 +60,12 @@ from torch.nn.parallel import DistributedDataParallel
 from kdsearch.errors import KdsearchError
 
 
+def is_main_process() -> bool:
+    """Whether this process writes the files every process shares: rank 0 under torchrun
+    (known from ``RANK`` before any process group exists), or the only process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def launched() -> bool:
     """Whether torchrun started this process as one of several."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1

@@ -21,7 +21,6 @@ unfinished one. ``OUT/summary.json`` lists the stages; ``OUT/student.pt`` is the
 from __future__ import annotations
 
 import copy
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,10 +31,11 @@ import torch.nn as nn
 from kdsearch.data.base import ImageDataset
 from kdsearch.data.registry import load_dataset
 from kdsearch.distill.config import TrainConfig, resume_conflicts
+from kdsearch.distill.distributed import is_main_process
 from kdsearch.distill.method import build_method, get_method
 from kdsearch.distill.trainer import SUMMARY, train
 from kdsearch.errors import KdsearchError, UnknownNameError
-from kdsearch.io import ensure_out_dir, read_json, read_yaml, write_json
+from kdsearch.io import copy_file, ensure_out_dir, read_json, read_yaml, write_json
 from kdsearch.models.checkpoint import load_weights
 from kdsearch.models.resolve import resolve_model
 
@@ -143,11 +143,12 @@ def run_stages(
                         quiet=quiet, info={**(info or {}), "stage": index})
         summaries.append(summary)
         weights = stage_dir / "student.pt"
-    shutil.copyfile(weights, out / "student.pt")
     load_weights(student, weights)
     summary = {"stages": summaries, "final_test_acc": summaries[-1]["last_test_acc"],
                "weights": "student.pt", **(info or {})}
-    write_json(out / SUMMARY, summary)
+    if is_main_process():  # under torchrun the processes share the folder
+        copy_file(weights, out / "student.pt")
+        write_json(out / SUMMARY, summary)
     return summary
 
 
