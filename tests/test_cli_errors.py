@@ -276,3 +276,13 @@ def test_debug_shows_the_traceback_and_bugs_are_not_hidden(monkeypatch):
     failing_flops(monkeypatch, RuntimeError("shape mismatch in a bug"))
     with pytest.raises(RuntimeError, match="a bug"):
         main(["flops", "resnet8"])
+
+
+def test_only_training_commands_run_under_torchrun(monkeypatch, capsys):
+    from kdsearch.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["flops", "resnet8"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "kdsearch: error: kdsearch flops runs as one process; under torchrun only train and "
+        "teacher run (with DistributedDataParallel)")

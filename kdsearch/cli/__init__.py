@@ -15,6 +15,7 @@ import sys
 import warnings
 
 from kdsearch.cli.registry import COMMANDS
+from kdsearch.distill.distributed import launched
 from kdsearch.errors import KdsearchError, first_line
 
 COMMAND_MODULES = (
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         cmd.configure(sub)
-        sub.set_defaults(run=cmd.run)
+        sub.set_defaults(run=cmd.run, multi_process=cmd.multi_process)
     return parser
 
 
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if not args.multi_process and launched():
+            raise KdsearchError(f"kdsearch {args.command} runs as one process; under torchrun "
+                                "only train and teacher run (with DistributedDataParallel)")
         return args.run(args) or 0
     except KdsearchError as err:
         return fail(str(err))

@@ -15,11 +15,14 @@ class Command:
     configure: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int | None]
     description: str = ""
+    multi_process: bool = False  # may run as several processes under torchrun
 
 
 COMMANDS: Registry[Command] = Registry("command")
 
 
-def register_command(name: str, help: str, configure, run, description: str = "") -> None:
-    """Add subcommand ``name``: ``configure(parser)`` adds its arguments, ``run(args)`` acts."""
-    COMMANDS.register(name)(Command(help, configure, run, description))
+def register_command(name: str, help: str, configure, run, description: str = "",
+                     multi_process: bool = False) -> None:
+    """Add subcommand ``name``: ``configure(parser)`` adds its arguments, ``run(args)`` acts;
+    ``multi_process``: it trains with DDP when started by torchrun."""
+    COMMANDS.register(name)(Command(help, configure, run, description, multi_process))

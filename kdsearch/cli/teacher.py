@@ -40,4 +40,5 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-register_command("teacher", "train a teacher with cross-entropy", configure, run, DESCRIPTION)
+register_command("teacher", "train a teacher with cross-entropy", configure, run, DESCRIPTION,
+                 multi_process=True)

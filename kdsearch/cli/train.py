@@ -243,4 +243,4 @@ def _fractions(text: str) -> tuple[float, ...]:
 
 
 register_command("train", "distil a teacher into a student (kd, ce, ... or a stages file)",
-                 configure, run, DESCRIPTION)
+                 configure, run, DESCRIPTION, multi_process=True)
