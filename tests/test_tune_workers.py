@@ -148,3 +148,30 @@ def test_sigterm_fails_the_trial_queues_it_again_and_the_next_run_continues(tmp_
     assert retry.state.name == "COMPLETE"
     assert retry.user_attrs["dir"] == failed.user_attrs["dir"]  # continued in its folder
     assert retry.params == failed.params
+
+
+def test_workers_starting_together_on_a_new_database_all_open_it(tmp_path):
+    """Six workers create one new SQLite study database at the same moment: the tables are
+    made once and every worker gets the storage (with one attempt, most of them failed with
+    'table studies already exists')."""
+    import threading
+
+    from kdsearch.tune.study import open_storage
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    barrier, errors = threading.Barrier(6), []
+
+    def worker():
+        barrier.wait()
+        try:
+            open_storage(url)
+        except Exception as err:  # collected: a thread's exception would be lost
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert optuna.storages.RDBStorage(url).get_all_studies() == []

@@ -12,7 +12,8 @@ again at once (:func:`fail_interrupted`), so the next invocation continues it.
 Several workers, one study: ``--trials N`` counts this worker's trials; a study-wide total
 (``--total-trials``) is :func:`wants_more`, checked while holding :func:`study_lock`, so
 that no two workers take the last slot. SQLite waits up to ``SQLITE_TIMEOUT`` seconds for
-another worker's write instead of failing with "database is locked".
+another worker's write instead of failing with "database is locked". Workers that start
+together on a new database race to create its tables; the loser opens it again.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import re
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +33,7 @@ from kdsearch.tune.space import Param, TuneSpace
 HEARTBEAT_INTERVAL = 60  # seconds between a running trial's heartbeats
 MAX_RETRY = 1  # a stale trial is queued again this many times
 SQLITE_TIMEOUT = 60  # seconds a SQLite write waits for another worker's
+STORAGE_ATTEMPTS = 5  # tries to open a storage whose tables another worker is creating
 
 
 def import_optuna():
@@ -57,11 +60,23 @@ def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # heartbeats are an "experimental" feature
         extra[keyword] = retry(max_retry=MAX_RETRY)
-        try:
-            return storages.RDBStorage(url, heartbeat_interval=heartbeat_interval,
-                                       grace_period=grace_period, **extra)
-        except Exception as err:  # a bad URL, a missing driver, a database that refuses
-            raise KdsearchError(f"storage {hide_password(url)!r}: {first_line(err)}") from None
+        for attempt in range(1, STORAGE_ATTEMPTS + 1):
+            try:
+                return storages.RDBStorage(url, heartbeat_interval=heartbeat_interval,
+                                           grace_period=grace_period, **extra)
+            except Exception as err:  # a bad URL, a missing driver, a database that refuses
+                if attempt == STORAGE_ATTEMPTS or not _schema_race(err):
+                    raise KdsearchError(f"storage {hide_password(url)!r}: "
+                                        f"{first_line(err)}") from None
+                time.sleep(0.2 * attempt)  # another worker is creating the tables
+
+
+def _schema_race(err: Exception) -> bool:
+    """Whether ``err`` may come from two workers creating a new database's tables at once
+    (both insert the schema version: a unique constraint fails, or a table exists)."""
+    from sqlalchemy import exc
+
+    return isinstance(err, (exc.IntegrityError, exc.OperationalError, exc.ProgrammingError))
 
 
 def hide_password(url: str) -> str:
