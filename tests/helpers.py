@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 
@@ -39,3 +46,37 @@ def assert_same_state(a, b, where="state") -> None:
             assert_same_state(x, y, f"{where}[{index}]")
     else:
         assert a == b, where
+
+
+def lines_in(path: Path) -> int:
+    try:
+        return path.read_text().count("\n")
+    except FileNotFoundError:
+        return 0
+
+
+def kill_and_resume(argv: list[str], out: Path, checkpoint: str, log: str,
+                    points: tuple[int, ...]) -> None:
+    """Run ``kdsearch ARGV --out OUT`` and SIGKILL it once ``checkpoint`` exists, then resume
+    it with ``--resume`` and kill it again once ``log`` has each of ``points`` lines; finally
+    resume it to the end. Each kill must land before the run finishes."""
+    command = [sys.executable, "-m", "kdsearch", *argv, "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for point, resume in ((None, []), *((p, ["--resume"]) for p in points)):
+        process = subprocess.Popen([*command, *resume], env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        while process.poll() is None and not (
+                (out / checkpoint).exists() if point is None else lines_in(out / log) >= point):
+            time.sleep(0.002)
+        process.kill()
+        assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+        assert (out / checkpoint).exists() and not (out / "summary.json").exists()
+    run_to_the_end([*argv, "--resume"], out)
+
+
+def run_to_the_end(argv: list[str], out: Path) -> None:
+    """``kdsearch ARGV --out OUT`` in a subprocess (one thread), which must succeed."""
+    run = subprocess.run([sys.executable, "-m", "kdsearch", *argv, "--out", str(out)],
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr

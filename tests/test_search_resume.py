@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import kill_and_resume, run_to_the_end
 
 import kdsearch.search.search as search_module
 import kdsearch.search.select as select_module
@@ -152,34 +150,11 @@ def test_a_budget_out_of_reach_is_reported(tmp_path, digits, monkeypatch, capsys
     assert f"warning: the student uses {used:.2f}% of the budget" in err
 
 
-def log_lines(out: Path) -> int:
-    try:
-        return (out / "search_log.jsonl").read_text().count("\n")
-    except FileNotFoundError:
-        return 0
-
-
 @pytest.mark.slow
 def test_sigkill_at_several_points_then_resume_matches_an_uninterrupted_run(tmp_path):
-    arguments = [sys.executable, "-m", "kdsearch", "search", "--teacher", "digits_resnet14",
-                 "--dataset", "digits", "--budget", "0.4x", "--steps", "40",
-                 "--checkpoint-every", "4", "--device", "cpu", "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cut = tmp_path / "cut"
-    # kill once the first checkpoint exists, then mid-way between checkpoints, twice
-    for point, resume in ((None, []), (18, ["--resume"]), (31, ["--resume"])):
-        process = subprocess.Popen([*arguments, "--out", str(cut), *resume], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while process.poll() is None and not (
-                (cut / CHECKPOINT).exists() if point is None else log_lines(cut) >= point):
-            time.sleep(0.002)
-        process.kill()
-        assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
-        assert (cut / CHECKPOINT).exists() and not (cut / "summary.json").exists()
-    run = subprocess.run([*arguments, "--out", str(cut), "--resume"], env=env,
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    whole = subprocess.run([*arguments, "--out", str(tmp_path / "whole")], env=env,
-                           capture_output=True, text=True)
-    assert whole.returncode == 0, whole.stderr
-    assert_same_result(tmp_path / "whole", cut)
+    argv = ["search", "--teacher", "digits_resnet14", "--dataset", "digits", "--budget", "0.4x",
+            "--steps", "40", "--checkpoint-every", "4", "--device", "cpu", "--quiet"]
+    # killed once the first checkpoint exists, then mid-way between checkpoints, twice
+    kill_and_resume(argv, tmp_path / "cut", CHECKPOINT, "search_log.jsonl", points=(18, 31))
+    run_to_the_end(argv, tmp_path / "whole")
+    assert_same_result(tmp_path / "whole", tmp_path / "cut")

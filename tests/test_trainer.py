@@ -6,14 +6,11 @@ import argparse
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_same_state
+from helpers import assert_same_state, kill_and_resume, run_to_the_end
 
 from kdsearch.data import load_dataset
 from kdsearch.distill import (
@@ -276,33 +273,13 @@ def test_train_command_exits_130_when_interrupted(tmp_path, monkeypatch, capsys)
                                                "step 7; checkpoint.pt holds epoch 2")
 
 
-def epochs_logged(out: Path) -> int:
-    try:
-        return (out / "metrics.jsonl").read_text().count("\n")
-    except FileNotFoundError:
-        return 0
-
-
 @pytest.mark.slow
 def test_sigkill_at_several_points_then_resume_matches_an_uninterrupted_run(tmp_path):
-    arguments = [sys.executable, "-m", "kdsearch", "train", "--student", "digits_resnet8",
-                 "--teacher", "digits_resnet8_half", "--dataset", "digits", "--subset", "128",
-                 "--epochs", "8", "--device", "cpu", "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cut = tmp_path / "cut"
-    # kill as soon as the first checkpoint exists, then within the 4th and the 7th epoch
-    for point, resume in ((None, []), (3, ["--resume"]), (6, ["--resume"])):
-        process = subprocess.Popen([*arguments, "--out", str(cut), *resume], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while process.poll() is None and not (
-                (cut / "checkpoint.pt").exists() if point is None else epochs_logged(cut) >= point):
-            time.sleep(0.002)
-        process.kill()
-        assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
-        assert (cut / "checkpoint.pt").exists() and not (cut / "summary.json").exists()
-    for out, resume in ((cut, ["--resume"]), (tmp_path / "whole", [])):
-        run = subprocess.run([*arguments, "--out", str(out), *resume], env=env,
-                             capture_output=True, text=True)
-        assert run.returncode == 0, run.stderr
-    assert_same_weights(tmp_path / "whole" / "student.pt", cut / "student.pt")
-    assert scores(tmp_path / "whole") == scores(cut)
+    argv = ["train", "--student", "digits_resnet8", "--teacher", "digits_resnet8_half",
+            "--dataset", "digits", "--subset", "128", "--epochs", "8", "--device", "cpu",
+            "--quiet"]
+    # killed as soon as the first checkpoint exists, then within the 4th and the 7th epoch
+    kill_and_resume(argv, tmp_path / "cut", "checkpoint.pt", "metrics.jsonl", points=(3, 6))
+    run_to_the_end(argv, tmp_path / "whole")
+    assert_same_weights(tmp_path / "whole" / "student.pt", tmp_path / "cut" / "student.pt")
+    assert scores(tmp_path / "whole") == scores(tmp_path / "cut")

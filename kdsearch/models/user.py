@@ -97,21 +97,20 @@ def _import_file(path: Path) -> ModuleType:
     return module
 
 
-def _accepts(factory, keyword: str) -> bool:
+def _parameters(factory) -> list[inspect.Parameter]:
     try:
-        parameters = inspect.signature(factory).parameters.values()
+        return list(inspect.signature(factory).parameters.values())
     except (TypeError, ValueError):  # builtins without a signature
-        return False
+        return []
+
+
+def _accepts(factory, keyword: str) -> bool:
     return any((p.name == keyword and p.kind is not p.POSITIONAL_ONLY)
-               or p.kind is p.VAR_KEYWORD for p in parameters)
+               or p.kind is p.VAR_KEYWORD for p in _parameters(factory))
 
 
 def _requires(factory, keyword: str) -> bool:
-    try:
-        parameter = inspect.signature(factory).parameters.get(keyword)
-    except (TypeError, ValueError):
-        return False
-    return parameter is not None and parameter.default is parameter.empty
+    return any(p.name == keyword and p.default is p.empty for p in _parameters(factory))
 
 
 def _call_text(kwargs: dict) -> str:
