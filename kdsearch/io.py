@@ -18,8 +18,18 @@ import torch
 from kdsearch.errors import KdsearchError, first_line
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()  # read once, at import (os.umask can only be read by setting it)
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(file)`` on a temporary file, then rename it to ``path``."""
+    """Call ``write(file)`` on a temporary file, then rename it to ``path``; the file gets
+    the permissions the umask gives a new file (as ``open(path, "w")`` would)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -27,6 +37,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            os.chmod(f.fileno(), 0o666 & ~UMASK)  # mkstemp's 0600 would hide it from others
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -20,6 +20,16 @@ def shared_data_dir() -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Decoded-data caches go to a folder of the test session, not the user's home (the
+    CLI subprocesses inherit it)."""
+    import os
+
+    os.environ["KDSEARCH_CACHE"] = str(tmp_path_factory.mktemp("kdsearch-cache"))
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def one_thread():
     """One CPU thread for the whole suite: tiny models gain nothing from more, a busy machine
     slows them a lot, and bit-exact comparisons with subprocess runs need one thread count."""

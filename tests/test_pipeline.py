@@ -92,10 +92,11 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path, capsys):
     path.write_text(yaml.safe_dump(changed("search.stepz", 3)))
     assert main(["run", "--config", str(path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"kdsearch: error: {path}: search: unknown key 'stepz' (allowed: batch_size,"
-                   " budgets, ce_weight, checkpoint_every, constraints, cost_refresh, device,"
-                   " gate_lr, lambda_init, lambda_rate, log_every, lr, max_shrink, preset,"
-                   " ramp, steps, temperature, train_weights, weight_decay)")
+    assert err == (f"kdsearch: error: {path}: search: unknown key 'stepz' (allowed: amp,"
+                   " batch_size, budgets, ce_weight, channels_last, checkpoint_every,"
+                   " constraints, cost_refresh, device, gate_lr, lambda_init, lambda_rate,"
+                   " log_every, lr, max_shrink, preset, ramp, settle, steps, temperature,"
+                   " train_weights, weight_decay)")
 
 
 # -- a run ------------------------------------------------------------------------------------

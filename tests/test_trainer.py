@@ -27,12 +27,14 @@ from kdsearch.io import read_jsonl
 from kdsearch.models.resolve import resolve_model
 
 TIME_KEYS = {"epoch_time_s", "train_time_s", "images_per_s"}
-RECORD_KEYS = {"epoch", "loss", "loss_ce", "loss_kd", "lr", "train_acc", "test_acc"} | TIME_KEYS
+RECORD_KEYS = {"epoch", "loss", "loss_ce", "loss_kd", "lr", "train_acc", "test_acc",
+               "test_images", "test_subset"} | TIME_KEYS
 SUMMARY_KEYS = {"method", "method_options", "dataset", "best_test_acc", "best_epoch",
                 "last_test_acc", "epochs", "total_time_s", "images_per_s", "student_params",
-                "student_macs", "config", "lr_milestone_epochs", "weights"}
+                "student_macs", "config", "lr_milestone_epochs", "weights", "numerics",
+                "threads"}
 CHECKPOINT_KEYS = {"format", "epoch", "method_name", "method_options", "method", "optimizer",
-                   "config"}
+                   "config", "numerics"}
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import os
 import sys
 import warnings
 
+from kdsearch.cli.common import add_threads_arg
 from kdsearch.cli.registry import COMMANDS
 from kdsearch.distill.distributed import launched
 from kdsearch.errors import KdsearchError, first_line
@@ -21,6 +22,8 @@ from kdsearch.errors import KdsearchError, first_line
 COMMAND_MODULES = (
     "flops", "graph", "search", "teacher", "train", "compare", "show", "run", "tune", "demo",
 )
+
+NO_COMPUTE = ("show",)  # every other command takes --threads
 
 DESCRIPTION = """\
 Find a small student network inside a large teacher network and distil it.
@@ -45,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         cmd.configure(sub)
+        if name not in NO_COMPUTE:
+            add_threads_arg(sub)
         sub.set_defaults(run=cmd.run, multi_process=cmd.multi_process)
     return parser
 
@@ -57,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.multi_process and launched():
             raise KdsearchError(f"kdsearch {args.command} runs as one process; under torchrun "
                                 "only train and teacher run (with DistributedDataParallel)")
+        if name_computes(args):
+            from kdsearch.numerics import set_threads
+
+            set_threads(args.threads)  # a pipeline config's `threads` may change it later
         return args.run(args) or 0
     except KdsearchError as err:
         return fail(str(err))
@@ -72,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         detail = f": {err}" if str(err) else ""
         print(f"kdsearch: interrupted{detail}", file=sys.stderr, flush=True)
         return 130
+
+
+def name_computes(args: argparse.Namespace) -> bool:
+    return args.command not in NO_COMPUTE
 
 
 def fail(message: str) -> int:

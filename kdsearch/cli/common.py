@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from kdsearch.errors import KdsearchError
-
 MODEL_HELP = ("zoo name (resnet56), torchvision:NAME, or your own model as FILE.py:NAME or "
               "package.module:NAME (a module class or a function returning one)")
 
@@ -73,6 +71,17 @@ def dataset_from_args(args: argparse.Namespace):
     return load_dataset(args.dataset, **data_options(args))
 
 
-def require(condition: bool, message: str) -> None:
-    if not condition:
-        raise KdsearchError(message)
+def add_numerics_args(parser: argparse.ArgumentParser) -> None:
+    """``--no-amp`` and ``--no-channels-last`` (see :mod:`kdsearch.numerics`)."""
+    parser.add_argument("--no-amp", dest="amp", action="store_false",
+                        help="float32 instead of bf16 autocast (which is the default on CUDA "
+                             "and on CPUs with native bf16)")
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                        help="keep the contiguous memory format (channels-last is the default "
+                             "where bf16 runs)")
+
+
+def add_threads_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                        help="CPU threads (default: OMP_NUM_THREADS, else the cores not busy "
+                             "with other work; results are bit-exact for one thread count)")

@@ -6,7 +6,13 @@ import argparse
 import math
 import sys
 
-from kdsearch.cli.common import MODEL_HELP, add_data_args, dataset_from_args, positive_int
+from kdsearch.cli.common import (
+    MODEL_HELP,
+    add_data_args,
+    add_numerics_args,
+    dataset_from_args,
+    positive_int,
+)
 from kdsearch.cli.registry import register_command
 
 DESCRIPTION = """\
@@ -53,6 +59,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "search_checkpoint.pt (the same settings; the result is the same "
                              "as an uninterrupted run's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_numerics_args(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
     constraints, config = load_preset(args.preset or model_family(args.teacher))
     overrides = {"steps": args.steps, "device": args.device,
                  "checkpoint_every": args.checkpoint_every,
-                 "train_weights": False if args.freeze_weights else None}
+                 "train_weights": False if args.freeze_weights else None,
+                 "amp": False if not args.amp else None,
+                 "channels_last": False if not args.channels_last else None}
     config = from_mapping(SearchConfig, {k: v for k, v in overrides.items() if v is not None},
                           "command line", base=config)
     limits = {"min_channels": args.min_channels, "channel_multiple": args.channel_multiple,
@@ -104,8 +113,11 @@ def _print_summary(summary: dict, out: str) -> None:
           " budget)")
     print(f"removed  {summary['channels_removed']}/{summary['channels_total']} searchable "
           f"channels, {summary['blocks_removed']}/{summary['blocks_total']} blocks; "
-          f"test KL to teacher {summary['student_test_kl']:.4f}; "
-          f"search {summary['search_seconds']:.1f}s")
+          f"search {summary['search_seconds']:.1f}s; the gates alone asked for "
+          f"{summary['selection']['macs_from_gates'] / summary['budget_macs']:.2f}x the budget")
+    print(f"student.pt before retraining: test accuracy {summary['student_test_acc']:.2f}% "
+          f"(teacher {summary['teacher_test_acc']:.2f}%), KL(teacher||student) "
+          f"{summary['student_test_kl']:.4f} nats per test image at T=1")
     print(f"wrote {out}/summary.json, student.json, student.pt, graph.json, search_log.jsonl")
 
 

@@ -8,10 +8,16 @@ import sys
 
 import torch
 
-from kdsearch.cli.common import MODEL_HELP, add_data_args, dataset_from_args, positive_int
+from kdsearch.cli.common import (
+    MODEL_HELP,
+    add_data_args,
+    add_numerics_args,
+    dataset_from_args,
+    positive_int,
+)
 from kdsearch.cli.registry import register_command
 from kdsearch.distill.chain import train_dgkd_chain
-from kdsearch.distill.config import TrainConfig
+from kdsearch.distill.config import SCHEDULES, TrainConfig
 from kdsearch.distill.method import build_method, get_method, method_names
 from kdsearch.distill.stages import load_stages, run_stages
 from kdsearch.distill.trainer import train
@@ -25,10 +31,14 @@ Printed: one line with the setup (method, device, student size, lr schedule), th
 progress bar over epochs on a terminal (one line per epoch otherwise; nothing with
 --quiet), then the best and last test accuracy. Written into --out:
   metrics.jsonl   one JSON line per epoch: epoch, loss and each named loss (epoch means),
-                  lr, train_acc, test_acc (%), epoch_time_s, train_time_s, images_per_s
+                  lr, train_acc, test_acc (%; null when not tested), test_images (how
+                  many were tested), test_subset (true on a --test-subset), epoch_time_s,
+                  train_time_s, images_per_s
   checkpoint.pt   everything --resume needs (every --checkpoint-every epochs, and at the end)
-  summary.json    best test accuracy and its epoch, last-epoch accuracy, time, images/s,
-                  the student's params and MACs, the method and every setting
+  summary.json    best test accuracy (over epochs tested on the whole test split) and its
+                  epoch, last-epoch accuracy, time, images/s, the student's params and
+                  MACs, the numerics (bf16+channels_last or float32) and threads it ran
+                  with, the method and every setting
   {weights}      the trained network's state_dict (torch.load(..., weights_only=True))
 Ctrl-C (SIGINT) or SIGTERM stops after the current step, keeps the last completed epoch in
 checkpoint.pt and exits with code 130; run the same command with --resume to continue.
@@ -79,8 +89,17 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                         "decays (default 0.625,0.75,0.875: 150/180/210 of 240)")
     parser.add_argument("--lr-decay", type=float, default=defaults.lr_decay,
                         help=f"lr factor at each milestone (default {defaults.lr_decay})")
+    parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
+                        help="lr schedule: step (the milestones, default) or cosine (from "
+                             "--lr towards 0 over the epochs; short runs)")
     parser.add_argument("--eval-batch-size", type=positive_int, default=defaults.eval_batch_size,
                         help=f"test batch size (default {defaults.eval_batch_size})")
+    parser.add_argument("--eval-every", type=positive_int, default=defaults.eval_every,
+                        metavar="N", help="test every N epochs (default 1; the last epoch is "
+                                          "always tested on the whole test split)")
+    parser.add_argument("--test-subset", type=positive_int, default=None, metavar="N",
+                        help="test the epochs before the last on N seeded test images "
+                             "(quick trials; the last epoch uses the whole test split)")
     parser.add_argument("--checkpoint-every", type=positive_int,
                         default=defaults.checkpoint_every, metavar="N",
                         help=f"write checkpoint.pt every N epochs (default "
@@ -89,17 +108,15 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                         help="auto (cuda if available), cpu, cuda, cuda:N (default auto)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the student and teacher (slower start)")
-    parser.add_argument("--no-amp", dest="amp", action="store_false",
-                        help="no bf16 autocast on CUDA (CPU is always float32)")
-    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false",
-                        help="keep the contiguous memory format on CUDA")
+    add_numerics_args(parser)
 
 
 def config_from_args(args: argparse.Namespace, method_options: dict | None = None) -> TrainConfig:
     return TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
         weight_decay=args.weight_decay, nesterov=args.nesterov, lr_milestones=args.lr_milestones,
-        lr_decay=args.lr_decay, eval_batch_size=args.eval_batch_size, seed=args.seed,
+        lr_decay=args.lr_decay, schedule=args.schedule, eval_batch_size=args.eval_batch_size,
+        eval_every=args.eval_every, test_subset=args.test_subset, seed=args.seed,
         device=args.device, checkpoint_every=args.checkpoint_every, compile=args.compile,
         amp=args.amp, channels_last=args.channels_last, method_options=method_options or {},
         cache_teacher=getattr(args, "cache_teacher", False),  # kdsearch train only

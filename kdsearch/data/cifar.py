@@ -3,8 +3,10 @@
 ``data_dir`` (default ``~/.cache/kdsearch/data``) may hold the extracted folder
 (``cifar-100-python/``, ``cifar-10-batches-py/``) or the archive (``cifar-100-python.tar.gz``
 or ``.tar.xz``, ``cifar-10-python.tar.gz``), or be that folder or archive itself. Archives are
-read in place, member by member, without extracting. When nothing is found and ``download``
-is on, the official archive is downloaded and checked against its official md5.
+read in place, member by member, without extracting; the decoded arrays are then cached
+(see :func:`cache_path`), so later commands load in about a second instead of 15 s. When
+nothing is found and ``download`` is on, the official archive is downloaded and checked
+against its official md5.
 
 Security: the format is Python pickles, and unpickling can run code. Only use archives from a
 trusted source (the official site, or your own copy of it). kdsearch unpickles only the
@@ -14,9 +16,11 @@ needs; anything else in the file is refused as corrupt.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import lzma
+import os
 import pickle
 import tarfile
 import urllib.error
@@ -33,7 +37,7 @@ from tqdm import tqdm
 from kdsearch.data.base import ImageDataset
 from kdsearch.data.registry import register_dataset
 from kdsearch.errors import KdsearchError
-from kdsearch.io import atomic_write
+from kdsearch.io import atomic_write, save_torch
 
 DEFAULT_DATA_DIR = Path("~/.cache/kdsearch/data")
 PIXELS = 3 * 32 * 32  # one row: channel-planar R|G|B of a 32x32 image
@@ -123,9 +127,14 @@ def load_cifar(name: str, data_dir: str | Path | None, download: bool) -> ImageD
     """Find (or download), read and check CIFAR variant ``name``; user errors name the file."""
     fmt = FORMATS[name]
     source = locate(fmt, data_dir, download)
-    batches = read_members(source, fmt)
-    train_images, train_labels = decode_split(source, fmt, batches, fmt.train_members)
-    test_images, test_labels = decode_split(source, fmt, batches, fmt.test_members)
+    splits = read_cache(source, fmt) if source.is_file() else None
+    if splits is None:
+        batches = read_members(source, fmt)
+        splits = (*decode_split(source, fmt, batches, fmt.train_members),
+                  *decode_split(source, fmt, batches, fmt.test_members))
+        if source.is_file():
+            write_cache(source, fmt, splits)
+    train_images, train_labels, test_images, test_labels = splits
     counts = (len(train_labels), len(test_labels))
     if counts != EXPECTED_COUNTS[name]:
         raise KdsearchError(
@@ -148,6 +157,40 @@ def load_cifar(name: str, data_dir: str | Path | None, download: bool) -> ImageD
         crop_padding=4,
         hflip=True,
     )
+
+
+SPLIT_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def cache_path(source: Path, fmt: CifarFormat) -> Path:
+    """Where the decoded arrays of archive ``source`` are cached: under ``KDSEARCH_CACHE``
+    (default ``~/.cache/kdsearch``), named by the archive's path, size and modification time,
+    so a changed archive is decoded again. The user's data folder is never written to."""
+    stat = source.stat()
+    key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    root = Path(os.environ.get("KDSEARCH_CACHE") or "~/.cache/kdsearch").expanduser()
+    return root / "decoded" / f"{fmt.folder}-{digest}.pt"
+
+
+def read_cache(source: Path, fmt: CifarFormat) -> tuple[torch.Tensor, ...] | None:
+    """The cached decoded splits of ``source`` (checked like a fresh decode), or None."""
+    path = cache_path(source, fmt)
+    try:
+        state = torch.load(path, weights_only=True)
+        splits = tuple(state[key] for key in SPLIT_KEYS)
+    except Exception:  # absent, unreadable or from another version: decode the archive
+        return None
+    images_ok = all(t.dtype == torch.uint8 and t.shape[1:] == (3, 32, 32) for t in splits[::2])
+    labels_ok = all(t.dtype == torch.int64 and t.dim() == 1 for t in splits[1::2])
+    return splits if images_ok and labels_ok and state.get("folder") == fmt.folder else None
+
+
+def write_cache(source: Path, fmt: CifarFormat, splits: tuple[torch.Tensor, ...]) -> None:
+    """Cache the decoded splits (atomically); a cache that cannot be written is skipped."""
+    with contextlib.suppress(OSError):  # a read-only home: decode again next time
+        save_torch(cache_path(source, fmt), {"folder": fmt.folder, **dict(zip(
+            SPLIT_KEYS, (t.contiguous() for t in splits), strict=True))})
 
 
 def locate(fmt: CifarFormat, data_dir: str | Path | None, download: bool) -> Path:

@@ -28,8 +28,10 @@ class Checkpoints:
     :meth:`save_pending` writes when training stops early (signal, divergence, error).
     """
 
-    def __init__(self, path: Path, method, optimizer, config: TrainConfig, saved_epoch: int):
+    def __init__(self, path: Path, method, optimizer, config: TrainConfig, saved_epoch: int,
+                 runtime):
         self.path, self.method, self.optimizer, self.config = path, method, optimizer, config
+        self.numerics = runtime.numerics.name
         self.saved_epoch = saved_epoch
         self.pending: dict | None = None
 
@@ -55,6 +57,7 @@ class Checkpoints:
             "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "config": self.config.as_dict(),
+            "numerics": self.numerics,
         }
 
     def write(self, state: dict[str, Any]) -> None:
@@ -90,7 +93,7 @@ def restore(checkpoint: Path, metrics: Path, method, optimizer, config, resume, 
     done = 0
     if checkpoint.exists():
         state = read_checkpoint(checkpoint, map_location=runtime.device)
-        check_resumable(state, method, config, checkpoint)
+        check_resumable(state, method, config, checkpoint, runtime.numerics.name)
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
         done = state["epoch"]
@@ -100,8 +103,10 @@ def restore(checkpoint: Path, metrics: Path, method, optimizer, config, resume, 
     return done
 
 
-def check_resumable(state: dict, method, config: TrainConfig, path: Path) -> None:
-    """Raise :class:`KdsearchError` unless ``state`` was made by the same method and settings."""
+def check_resumable(state: dict, method, config: TrainConfig, path: Path,
+                    numerics: str) -> None:
+    """Raise :class:`KdsearchError` unless ``state`` was made by the same method and settings,
+    with the same numerics (bf16 or float32, memory format)."""
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise KdsearchError(f"{path} is not a kdsearch training checkpoint")
     conflicts = resume_conflicts(state["config"], config)
@@ -109,6 +114,8 @@ def check_resumable(state: dict, method, config: TrainConfig, path: Path) -> Non
         conflicts.append(f"method: {state['method_name']!r} -> {method.name!r}")
     if state["method_options"] != dict(method.options):
         conflicts.append(f"method options: {state['method_options']} -> {dict(method.options)}")
+    if state.get("numerics", numerics) != numerics:
+        conflicts.append(f"numerics: {state['numerics']!r} -> {numerics!r} (see --no-amp)")
     if conflicts:
         raise KdsearchError(
             f"cannot resume {path}: settings differ ({'; '.join(conflicts)}); "

@@ -1,4 +1,5 @@
-"""Training settings: :class:`TrainConfig`, the learning-rate schedule and the device choice.
+"""Training settings: :class:`TrainConfig`, the learning-rate schedule and the device's
+:class:`Runtime` (``resolve_device`` is re-exported from :mod:`kdsearch.numerics`).
 
 Defaults are the CIFAR-100 distillation benchmark recipe (CRD / mdistiller, METHODS.md):
 SGD lr 0.05, momentum 0.9, weight decay 5e-4, batch 64, 240 epochs, lr x0.1 at epochs
@@ -7,8 +8,8 @@ SGD lr 0.05, momentum 0.9, weight decay 5e-4, batch 64, 240 epochs, lr x0.1 at e
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +17,11 @@ import torch
 
 from kdsearch.distill.distributed import local_device
 from kdsearch.errors import KdsearchError
+from kdsearch.numerics import Numerics, resolve_device
 
 RECIPE_EPOCHS = 240
 RECIPE_MILESTONES = (150, 180, 210)
+SCHEDULES = ("step", "cosine")
 
 
 @dataclass
@@ -36,13 +39,19 @@ class TrainConfig:
     # 24 epochs -> decays after epochs 15, 18 and 21 (see milestone_epochs).
     lr_milestones: tuple[float, ...] = tuple(m / RECIPE_EPOCHS for m in RECIPE_MILESTONES)
     lr_decay: float = 0.1
-    eval_batch_size: int = 512  # evaluation only: BN is in eval mode, any size gives the same
+    # "step": the milestones above; "cosine": lr * (1 + cos(pi * (epoch - 1) / epochs)) / 2,
+    # from lr at epoch 1 towards 0 (short schedules on the CPU)
+    schedule: str = "step"
+    eval_batch_size: int = 1024  # evaluation only: BN is in eval mode, any size gives the same
+    eval_every: int = 1  # test every N epochs (the last epoch always, on the whole test split)
+    test_subset: int | None = None  # test the epochs before the last on N seeded test images
     seed: int = 0  # seeds the batch order, augmentation and torch's RNG, per epoch
     device: str = "auto"  # "auto": cuda if available, else cpu
     checkpoint_every: int = 1  # epochs between checkpoint.pt writes (and always at the end)
     compile: bool = False  # torch.compile the student and teacher (slow start, faster steps)
-    amp: bool = True  # bf16 autocast; CUDA only (ignored on CPU, which stays float32)
-    channels_last: bool = True  # channels-last memory format; CUDA only (ignored on CPU)
+    # bf16 autocast and channels-last: on CUDA and on CPUs with native bf16 (else float32)
+    amp: bool = True
+    channels_last: bool = True
     # Look up the teacher's logits of augmented views seen in earlier epochs instead of
     # recomputing them (exact; logit-only methods; memory: see kdsearch.distill.teacher_cache).
     cache_teacher: bool = False
@@ -58,11 +67,16 @@ class TrainConfig:
 
     def lr_at(self, epoch: int) -> float:
         """The learning rate of (1-based) ``epoch``: a pure function, so resume needs no state."""
+        if self.schedule == "cosine":
+            return self.lr * (1 + math.cos(math.pi * (epoch - 1) / self.epochs)) / 2
         decays = sum(1 for milestone in self.milestone_epochs() if epoch > milestone)
         return self.lr * self.lr_decay**decays
 
     def schedule_text(self) -> str:
         """One line describing the lr schedule, saying when milestones were scaled."""
+        if self.schedule == "cosine":
+            last = self.lr_at(self.epochs)
+            return f"lr {self.lr:g}, cosine to {last:.3g} over {self.epochs} epochs"
         milestones = ", ".join(map(str, self.milestone_epochs()))
         text = f"lr {self.lr:g}, x{self.lr_decay:g} after epochs {milestones} of {self.epochs}"
         recipe = tuple(m / RECIPE_EPOCHS for m in RECIPE_MILESTONES)
@@ -80,7 +94,12 @@ class TrainConfig:
 
 def check_config(config: TrainConfig) -> None:
     """Raise :class:`KdsearchError` for a setting that cannot work, naming it."""
-    for name in ("epochs", "batch_size", "eval_batch_size", "checkpoint_every"):
+    if config.schedule not in SCHEDULES:
+        raise KdsearchError(f"unknown schedule {config.schedule!r} (choose from "
+                            f"{', '.join(SCHEDULES)})")
+    if config.test_subset is not None and config.test_subset < 1:
+        raise KdsearchError(f"test_subset must be at least 1, not {config.test_subset}")
+    for name in ("epochs", "batch_size", "eval_batch_size", "checkpoint_every", "eval_every"):
         if getattr(config, name) < 1:
             raise KdsearchError(f"{name} must be at least 1, not {getattr(config, name)}")
     if config.lr <= 0 or config.lr_decay <= 0:
@@ -93,22 +112,10 @@ def check_config(config: TrainConfig) -> None:
         raise KdsearchError(f"seed must be non-negative, not {config.seed}")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> cuda if available, else cpu; anything else as given (checked)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise KdsearchError(f"unknown device {name!r} (try auto, cpu, cuda, cuda:1)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise KdsearchError(f"device {name!r} requested but CUDA is not available")
-    return device
-
-
 # Settings that may change between an interrupted run and its resume (they do not change
 # what is computed on a given machine, or are about speed only).
-RESUMABLE_CHANGES = frozenset({"checkpoint_every", "device", "compile", "cache_teacher"})
+RESUMABLE_CHANGES = frozenset({"checkpoint_every", "device", "compile", "cache_teacher",
+                               "eval_every", "test_subset"})
 
 
 def resume_conflicts(saved: dict[str, Any], config: TrainConfig) -> list[str]:
@@ -125,17 +132,19 @@ def resume_conflicts(saved: dict[str, Any], config: TrainConfig) -> list[str]:
 
 
 class Runtime:
-    """How a config applies to the device: placement, bf16 autocast, channels-last, compile.
+    """How a config applies to the device: placement, numerics (:class:`Numerics`), compile.
 
-    The fast path (autocast, channels-last) is taken on CUDA only, so CPU runs stay float32
-    and contiguous whatever the config says. Under torchrun each process takes
-    ``cuda:LOCAL_RANK`` (:func:`kdsearch.distill.distributed.local_device`).
+    bf16 autocast and channels-last are taken on CUDA and on CPUs with native bf16 (see
+    :mod:`kdsearch.numerics`); elsewhere the run stays float32 and contiguous whatever the
+    config says. Under torchrun each process takes ``cuda:LOCAL_RANK``
+    (:func:`kdsearch.distill.distributed.local_device`).
     """
 
     def __init__(self, device: torch.device, amp: bool, channels_last: bool):
         self.device = device
-        self.amp = amp and device.type == "cuda"
-        self.channels_last = channels_last and device.type == "cuda"
+        self.numerics = Numerics.for_device(device, amp, channels_last)
+        self.amp = self.numerics.amp
+        self.channels_last = self.numerics.channels_last
 
     @classmethod
     def for_config(cls, config: TrainConfig) -> Runtime:
@@ -147,20 +156,16 @@ class Runtime:
     def place(self, model: torch.nn.Module, compile_models: bool = False) -> None:
         """Move ``model`` (a method: student, teacher, extras) to the device, in place."""
         model.to(self.device)
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
+        self.numerics.place(model)
         for name in ("student", "teacher") if compile_models else ():
             part = getattr(model, name, None)
             if part is not None:
                 part.compile()  # in place: state_dict keys are unchanged
 
     def autocast(self):
-        """bf16 autocast on CUDA when enabled, else a no-op context."""
-        if self.amp:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """bf16 autocast when the numerics have it, else a no-op context."""
+        return self.numerics.autocast()
 
     def describe(self) -> str:
-        extras = [name for name, on in (("bf16", self.amp), ("channels_last", self.channels_last))
-                  if on]
-        return str(self.device) + (f" ({', '.join(extras)})" if extras else "")
+        return f"{self.device} ({self.numerics.name}, {torch.get_num_threads()} threads)" \
+            if self.device.type == "cpu" else f"{self.device} ({self.numerics.name})"

@@ -54,15 +54,24 @@ class Progress:
             self.bar.write(text)
 
     def epoch_done(self, record: dict) -> None:
+        test = test_text(record)
         if not self.bar.disable:
-            self.bar.set_postfix(loss=f"{record['loss']:.3f}", test=f"{record['test_acc']:.2f}%")
+            self.bar.set_postfix(loss=f"{record['loss']:.3f}", test=test)
             self.bar.update()
         elif not self.quiet:
             print(
                 f"epoch {record['epoch']}/{self.epochs}  loss {record['loss']:.4f}  "
-                f"train {record['train_acc']:.2f}%  test {record['test_acc']:.2f}%  "
+                f"train {record['train_acc']:.2f}%  test {test}  "
                 f"lr {record['lr']:.4g}  {record['images_per_s']:.0f} img/s", flush=True,
             )
 
     def close(self) -> None:
         self.bar.close()
+
+
+def test_text(record: dict) -> str:
+    """``"61.20%"``, ``"61.20% (of 1000)"`` on a test subset, ``"-"`` when not tested."""
+    if record.get("test_acc") is None:
+        return "-"
+    text = f"{record['test_acc']:.2f}%"
+    return text + (f" (of {record['test_images']})" if record.get("test_subset") else "")

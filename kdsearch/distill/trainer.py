@@ -6,14 +6,17 @@ Per epoch: re-seed, train (``method.forward_train`` -> sum of losses -> backward
 once per epoch. Files written in the output directory (atomically):
 
 * ``metrics.jsonl``: one line per epoch: ``epoch``, ``loss`` (the total) and each named loss
-  (epoch means), ``lr``, ``train_acc`` and ``test_acc`` (%), ``epoch_time_s`` (train + test),
+  (epoch means), ``lr``, ``train_acc`` and ``test_acc`` (%; None on an epoch not tested, see
+  ``eval_every``), ``test_images`` (how many were tested), ``test_subset`` (tested on
+  ``config.test_subset`` images, not the whole split), ``epoch_time_s`` (train + test),
   ``train_time_s``, ``images_per_s`` (training images per second);
 * ``checkpoint.pt``: every ``checkpoint_every`` epochs and at the end: ``epoch``, ``method``
   (the method's whole state_dict: student, teacher, extra modules, own optimisers),
-  ``optimizer``, ``method_name``, ``method_options``, ``config``. No RNG state is needed:
+  ``optimizer``, ``method_name``, ``method_options``, ``config``, ``numerics`` (a resume with
+  other numerics is refused). No RNG state is needed:
   every epoch re-seeds torch and the batch order from ``(seed, epoch)``, and the lr is a pure
   function of the epoch, so a resumed epoch computes what the original run computed
-  (bit for bit on CPU);
+  (bit for bit on CPU, for the same numerics and thread count);
 * ``summary.json`` (see :func:`build_summary`) and the student's state_dict
   (``student.pt``, loadable with ``torch.load(path, weights_only=True)``).
 
@@ -31,6 +34,7 @@ of views seen before (:mod:`kdsearch.distill.teacher_cache`) and each record gai
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -95,7 +99,7 @@ def train(
     train_batches, test_batches = make_batches(dataset, config, runtime, dist)
     progress = Progress(config.epochs, done, quiet or not dist.is_main)
     progress.note(header(method, dataset, config, runtime, cost, out, done, dist))
-    checkpoints = (Checkpoints(out / CHECKPOINT, method, optimizer, config, done)
+    checkpoints = (Checkpoints(out / CHECKPOINT, method, optimizer, config, done, runtime)
                    if dist.is_main else NoCheckpoints(done))
     try:
         with StopSignals() as stop, dist.parallel(method, optimizer) as model, \
@@ -120,7 +124,8 @@ def train(
         progress.close()
     summary = None
     if dist.is_main:
-        summary = finish(out, method, dataset, config, cost, weights_name, info, progress)
+        summary = finish(out, method, dataset, config, cost, weights_name, info, progress,
+                         runtime)
     return dist.broadcast(summary)
 
 
@@ -134,14 +139,38 @@ def restore_run(out: Path, method, optimizer, config, resume, runtime, dist: Dis
 
 
 def make_batches(dataset, config: TrainConfig, runtime: Runtime, dist: Distributed
-                 ) -> tuple[DeviceBatches, DeviceBatches]:
-    """This process's training and test batches (its shard of each global batch)."""
+                 ) -> tuple[DeviceBatches, TestSchedule]:
+    """This process's training batches and test schedule (its shard of each global batch)."""
     options = {"channels_last": runtime.channels_last, "shard": dist.shard}
-    return (
-        dataset_batches(dataset, "train", config.batch_size, runtime.device, config.seed,
-                        **options),
-        dataset_batches(dataset, "test", config.eval_batch_size, runtime.device, **options),
-    )
+    train_batches = dataset_batches(dataset, "train", config.batch_size, runtime.device,
+                                    config.seed, **options)
+    full = dataset_batches(dataset, "test", config.eval_batch_size, runtime.device, **options)
+    quick = full
+    if config.test_subset is not None and config.test_subset < len(dataset.test_labels):
+        quick = dataset_batches(test_subset(dataset, config.test_subset, config.seed), "test",
+                                config.eval_batch_size, runtime.device, **options)
+    return train_batches, TestSchedule(full, quick, config.eval_every, config.epochs)
+
+
+class TestSchedule:
+    """Which test batches an epoch is evaluated on: the whole split at the last epoch, the
+    quick ones (``--test-subset``) every ``every`` epochs before it, else none."""
+
+    def __init__(self, full: DeviceBatches, quick: DeviceBatches, every: int, epochs: int):
+        self.full, self.quick, self.every, self.epochs = full, quick, every, epochs
+
+    def for_epoch(self, epoch: int) -> DeviceBatches | None:
+        if epoch == self.epochs:
+            return self.full
+        return self.quick if epoch % self.every == 0 else None
+
+
+def test_subset(dataset: ImageDataset, count: int, seed: int) -> ImageDataset:
+    """``dataset`` with ``count`` test images drawn at random (seeded), in their stored order."""
+    generator = torch.Generator().manual_seed(seed)
+    keep = torch.randperm(len(dataset.test_labels), generator=generator)[:count].sort().values
+    return dataclasses.replace(dataset, test_images=dataset.test_images[keep],
+                               test_labels=dataset.test_labels[keep])
 
 
 class NoCheckpoints:
@@ -178,7 +207,7 @@ def run_epoch(
     method: DistillMethod,
     optimizer: torch.optim.Optimizer,
     train_batches: DeviceBatches,
-    test_batches: DeviceBatches,
+    test_batches: TestSchedule,
     epoch: int,
     config: TrainConfig,
     runtime: Runtime,
@@ -200,9 +229,12 @@ def run_epoch(
                        model=model, cache=cache)
     means, train_acc, images = sums.to_host(epoch, len(train_batches), dist)
     train_time = time.perf_counter() - start
-    test_acc = evaluate(method, test_batches, runtime, dist)
+    tested = test_batches.for_epoch(epoch)
+    test_acc = evaluate(method, tested, runtime, dist) if tested is not None else None
     record = {
         "epoch": epoch, **means, "lr": lr, "train_acc": train_acc, "test_acc": test_acc,
+        "test_images": len(tested.labels) if tested is not None else 0,
+        "test_subset": tested is not None and tested is not test_batches.full,
         "epoch_time_s": time.perf_counter() - start, "train_time_s": train_time,
         "images_per_s": images / train_time,
     }
@@ -240,7 +272,8 @@ def train_steps(
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        method.after_backward_step(steps_before + step)
+        with runtime.autocast():  # a method's own updates (e.g. a discriminator) too
+            method.after_backward_step(steps_before + step)
         sums.add(step, losses, total, logits, labels)
         if stop.requested:
             raise TrainingInterrupted(f"{stop.requested} during epoch {epoch}, step {step}")
@@ -294,16 +327,17 @@ def evaluate(method: DistillMethod, batches: DeviceBatches, runtime: Runtime,
     processes each evaluates its shard and the correct counts are summed."""
     method.eval()
     correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
-    with torch.no_grad(), runtime.autocast():
+    with torch.inference_mode(), runtime.autocast():
         for images, labels in batches:
             correct += (method(images).argmax(1) == labels).sum()
     return 100.0 * dist.all_reduce(correct).item() / len(batches.labels)
 
 
-def finish(out: Path, method, dataset, config, cost, weights_name, info, progress) -> dict:
+def finish(out: Path, method, dataset, config, cost, weights_name, info, progress,
+           runtime: Runtime) -> dict:
     """Write the student's weights and ``summary.json``; return the summary."""
     save_weights(method.student, out / weights_name)
-    summary = build_summary(read_jsonl(out / METRICS), method, dataset, config, cost)
+    summary = build_summary(read_jsonl(out / METRICS), method, dataset, config, cost, runtime)
     summary.update(weights=weights_name, **(info or {}))
     write_json(out / SUMMARY, summary)
     progress.note(
@@ -314,13 +348,18 @@ def finish(out: Path, method, dataset, config, cost, weights_name, info, progres
     return summary
 
 
-def build_summary(records: list[dict], method, dataset, config: TrainConfig, cost) -> dict:
+def build_summary(records: list[dict], method, dataset, config: TrainConfig, cost,
+                  runtime: Runtime) -> dict:
     """The run at a glance: best and last test accuracy (%), speed, student size, settings.
 
-    ``best_test_acc`` is the maximum over epochs (first epoch reaching it in ``best_epoch``);
-    ``last_test_acc`` the final epoch's: papers report one or the other.
+    ``best_test_acc`` is the maximum over the epochs tested on the whole test split (first
+    epoch reaching it in ``best_epoch``);
+    ``last_test_acc`` the final epoch's: papers report one or the other. ``numerics`` and
+    ``threads`` say how it ran (results are bit-exact only for equal values of both).
     """
-    best = max(records, key=lambda record: record["test_acc"])
+    whole = len(dataset.test_labels)
+    full = [record for record in records if record.get("test_images", whole) == whole]
+    best = max(full or records[-1:], key=lambda record: record["test_acc"])
     train_time = sum(record["train_time_s"] for record in records)
     images = sum(record["images_per_s"] * record["train_time_s"] for record in records)
     return {
@@ -338,6 +377,8 @@ def build_summary(records: list[dict], method, dataset, config: TrainConfig, cos
         "student_params": cost["params"],
         "student_macs": cost["macs"],
         "lr_milestone_epochs": config.milestone_epochs(),
+        "numerics": runtime.numerics.name,
+        "threads": torch.get_num_threads(),
         "config": config.as_dict(),
     }
 

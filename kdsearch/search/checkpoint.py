@@ -120,10 +120,13 @@ def check_resumable(state: dict, settings: dict[str, Any], path: Path) -> None:
 
 
 def resume_settings(teacher: str, dataset, budget_macs: int, seed: int,
-                    config: dict[str, Any], constraints: dict[str, Any]) -> dict[str, Any]:
-    """What must be equal for a resume to continue the same search (plain values only)."""
+                    config: dict[str, Any], constraints: dict[str, Any],
+                    numerics: str = "float32") -> dict[str, Any]:
+    """What must be equal for a resume to continue the same search (plain values only),
+    the numerics it ran with included."""
     plain = json.loads(json.dumps({
         "dataset": dataset.name, "train_images": len(dataset.train_labels),
         **{f"config.{k}": v for k, v in config.items() if k not in RESUMABLE_CHANGES},
         **{f"constraints.{k}": v for k, v in constraints.items()}}))
-    return {"teacher": teacher, "budget_macs": int(budget_macs), "seed": int(seed), **plain}
+    return {"teacher": teacher, "budget_macs": int(budget_macs), "seed": int(seed),
+            "numerics": numerics, **plain}

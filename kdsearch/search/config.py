@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kdsearch.errors import KdsearchError
+
 
 @dataclass
 class SearchConfig:
@@ -15,7 +17,10 @@ class SearchConfig:
     gate_lr: float = 0.05  # plain SGD on the gates, then the soft-threshold (proximal) step
     lambda_init: float = 0.1  # weight of the L1 gate penalty, adapted every step
     lambda_rate: float = 0.05  # lambda *= 1 + rate while live MACs are above the target
-    ramp: float = 0.7  # the live-MAC target falls linearly to the budget over this fraction
+    ramp: float = 0.5  # the live-MAC target falls linearly to the budget over this fraction
+    # the last fraction of the steps: the selection is fixed (pruned gates held at zero) and
+    # the weights and kept gates train on the KL alone, so the gated network is the student
+    settle: float = 0.25
     max_shrink: float = 0.1  # cap on one proximal step per gate: no unit dies in one step
     train_weights: bool = True  # False: only the gates move (network frozen, eval mode)
     ce_weight: float = 0.0  # 0: the teacher alone drives the search (unlabeled data is fine)
@@ -23,3 +28,20 @@ class SearchConfig:
     log_every: int = 1
     checkpoint_every: int = 50  # steps between search_checkpoint.pt writes (and at the end)
     device: str = "auto"
+    # bf16 autocast and channels-last for the search's forward passes, on CUDA and on CPUs
+    # with native bf16 (kdsearch.numerics); extraction is checked in float32 regardless
+    amp: bool = True
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.settle < 1:
+            raise KdsearchError(f"settle is a fraction of the steps in [0, 1), not {self.settle}")
+        if not 0 < self.ramp <= 1 - self.settle:
+            raise KdsearchError(f"ramp must be in (0, 1 - settle] = (0, {1 - self.settle:g}], "
+                                f"not {self.ramp} (the target reaches the budget before the "
+                                "selection is fixed)")
+
+    @property
+    def select_steps(self) -> int:
+        """Steps before the selection is fixed (the rest settle the student)."""
+        return max(1, round(self.steps * (1 - self.settle)))

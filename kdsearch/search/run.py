@@ -7,8 +7,10 @@ independent count of the extracted student.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -23,6 +25,7 @@ from kdsearch.graph.topology import TopologyGraph
 from kdsearch.graph.units import Constraints, Units
 from kdsearch.io import append_jsonl, ensure_out_dir, save_torch, write_json
 from kdsearch.models.user import portable_name
+from kdsearch.numerics import Numerics, resolve_device
 from kdsearch.search.budget import parse_budget
 from kdsearch.search.checkpoint import (
     CHECKPOINT,
@@ -35,7 +38,7 @@ from kdsearch.search.config import SearchConfig
 from kdsearch.search.cost import MacModel
 from kdsearch.search.gates import build_gated, gate_bank
 from kdsearch.search.search import GatedSearch, kl_to_teacher
-from kdsearch.search.select import LANDING, select_to_budget, smallest_macs
+from kdsearch.search.select import LANDING, SelectionReport, select_to_budget, smallest_macs
 from kdsearch.student.extract import Selection, extract_student
 from kdsearch.student.spec import make_spec, student_state
 
@@ -46,12 +49,6 @@ class SearchResult:
     spec: dict
     summary: dict
     selection: Selection
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset, budget: str,
@@ -80,40 +77,72 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
         raise KdsearchError(f"{teacher_name} has no searchable unit under these constraints")
 
     device = resolve_device(config.device)
-    gated = build_gated(topology.gm, units).to(device)
-    search = GatedSearch(gated, teacher.to(device), mac_model, budget_macs, config)
-    batches = dataset_batches(dataset, "train", config.batch_size, device, seed=seed)
+    numerics = Numerics.for_device(device, config.amp, config.channels_last)
+    gated = numerics.place(build_gated(topology.gm, units).to(device))
+    search = GatedSearch(gated, numerics.place(teacher.to(device)), mac_model, budget_macs,
+                         config, numerics)
+    batches = dataset_batches(dataset, "train", config.batch_size, device, seed=seed,
+                              channels_last=numerics.channels_last)
     log_path = out / "search_log.jsonl"
     settings = resume_settings(teacher_name, dataset, budget_macs, seed, asdict(config),
-                               asdict(constraints))
+                               asdict(constraints), numerics.name)
     done = restore(out / CHECKPOINT, log_path, search, settings, resume)
+    if progress:
+        print(f"{'resuming after step ' + str(done) if done else 'searching'}: {teacher_name} "
+              f"({topology.macs / 1e6:.2f}M MACs) at {budget_macs / 1e6:.2f}M MACs, "
+              f"{config.steps} steps of {config.batch_size} on {device} ({numerics.name}, "
+              f"{torch.get_num_threads()} threads)", flush=True)
     checkpoints = SearchCheckpoints(out / CHECKPOINT, search, settings,
                                     config.checkpoint_every, saved_step=done)
-    with StopSignals() as stop:
-        search.run(batches, log=lambda s: append_jsonl(log_path, asdict(s)),
-                   progress=progress, start=done, checkpoints=checkpoints, stop=stop)
-
     bank = gate_bank(gated)
-    # the penalty already weighs every gate by its MACs, so the gates rank by value alone
-    selection, report = select_to_budget(units, mac_model, dict(bank.gates), budget_macs,
-                                         constraints, search.last_alive, per_mac=False)
-    harden_gates(bank.gates, selection)
-    student = extract_student(gated.cpu(), units, selection).eval()
-    teacher.cpu()
+    with StopSignals() as stop:
+        run = partial(search.run, batches, log=lambda s: append_jsonl(log_path, asdict(s)),
+                      progress=progress, checkpoints=checkpoints, stop=stop)
+        if done < config.select_steps:
+            run(start=done, end=config.select_steps)
+        if search.selected is None:
+            # the penalty already weighs every gate by its MACs: the gates rank by value alone
+            selection, report = select_to_budget(units, mac_model, dict(bank.gates),
+                                                 budget_macs, constraints, search.last_alive,
+                                                 per_mac=False)
+            search.freeze(kept_mask(bank.gates, selection), selection_record(selection, report))
+        run(start=max(done, config.select_steps))
+    selection, report = selection_from_record(search.selected)
+    contiguous = torch.contiguous_format  # the float32 checks below run on plain CPU tensors
+    student = extract_student(gated.cpu().to(memory_format=contiguous), units, selection).eval()
+    teacher.cpu().to(memory_format=contiguous)
     counted = count_model(student, dataset.input_size)
     if counted.macs != report.macs:
         raise RuntimeError(f"internal error: predicted {report.macs} MACs, counted "
                            f"{counted.macs}")
-    student_kl = _test_kl(student, teacher, dataset)
+    tested = _test_metrics(student, teacher, dataset, numerics)
     spec = make_spec(teacher_info, units, selection, counted.macs, counted.params)
-    summary = _summary(teacher, topology, units, selection, report, counted, budget,
-                       budget_macs, search, student_kl, config, constraints, seed,
+    summary = _summary(len(dataset.train_labels), teacher, topology, units, selection, report,
+                       counted, budget,
+                       budget_macs, search, tested, config, constraints, seed,
                        time.perf_counter() - start)
     write_json(out / "student.json", spec)
     save_torch(out / "student.pt", student_state(student))
     write_json(out / "summary.json", summary)
     (out / CHECKPOINT).unlink(missing_ok=True)  # finished: the run needs no resume
     return SearchResult(student, spec, summary, selection)
+
+
+RECIPE_EPOCHS = 240  # the CIFAR distillation recipe a found student is retrained with
+
+
+def search_cost(config: SearchConfig, train_images: int, teacher_macs: int,
+                student_macs: int) -> dict:
+    """The search's length in epochs of the training split, and its compute as a fraction
+    of one retraining of the student with KD on the 240-epoch recipe, counting a backward
+    pass as two forwards: a search image costs the teacher's forward plus the gated
+    network's forward and backward (4 teacher forwards), a retraining image the teacher's
+    forward plus the student's forward and backward."""
+    images = config.steps * config.batch_size
+    search = images * 4 * teacher_macs
+    retrain = RECIPE_EPOCHS * train_images * (teacher_macs + 3 * student_macs)
+    return {"images": images, "epochs": round(images / max(train_images, 1), 3),
+            "fraction_of_retraining": round(search / retrain, 4)}
 
 
 def _checked_budget(budget: str, topology: TopologyGraph, teacher_info: dict, units: Units,
@@ -133,32 +162,63 @@ def _checked_budget(budget: str, topology: TopologyGraph, teacher_info: dict, un
     return budget_macs
 
 
+def kept_mask(gates: nn.ParameterDict, selection: Selection) -> dict[str, torch.Tensor]:
+    """Per unit, which gate elements the selection keeps (bool, on the CPU)."""
+    masks = {}
+    for uid, gate in gates.items():
+        mask = torch.ones(gate.shape, dtype=torch.bool)
+        if uid in selection.removed_blocks:
+            mask[:] = False
+        elif uid in selection.kept:
+            mask[:] = False
+            mask[selection.kept[uid]] = True
+        masks[uid] = mask
+    return masks
+
+
 def harden_gates(gates: nn.ParameterDict, selection: Selection) -> None:
     """Zero the gates of everything the selection removes (kept gates keep their value)."""
     with torch.no_grad():
-        for uid, gate in gates.items():
-            if uid in selection.removed_blocks:
-                gate.zero_()
-            elif uid in selection.kept:
-                mask = torch.zeros_like(gate, dtype=torch.bool)
-                mask[selection.kept[uid]] = True
-                gate.masked_fill_(~mask, 0.0)
+        for uid, mask in kept_mask(gates, selection).items():
+            gates[uid].mul_(mask.to(gates[uid].device, gates[uid].dtype))
 
 
-@torch.no_grad()
-def _test_kl(student: nn.Module, teacher: nn.Module, dataset: ImageDataset) -> float:
-    """Mean T=1 KL(teacher || student) over the test split (eval mode, no augmentation)."""
-    teacher.eval()
-    total, count = 0.0, 0
-    for images, _ in dataset_batches(dataset, "test", 256, "cpu"):
-        kl = kl_to_teacher(student(images), teacher(images), temperature=1.0)
-        total += float(kl) * len(images)
-        count += len(images)
-    return total / max(count, 1)
+def selection_record(selection: Selection, report: SelectionReport) -> dict:
+    """The selection and its report as plain values (kept in the search's checkpoint)."""
+    return {"kept": {uid: list(map(int, k)) for uid, k in selection.kept.items()},
+            "removed_blocks": sorted(selection.removed_blocks), "report": asdict(report)}
 
 
-def _summary(teacher, topology, units, selection, report, counted, budget, budget_macs,
-             search, student_kl, config, constraints, seed, seconds) -> dict:
+def selection_from_record(record: dict) -> tuple[Selection, SelectionReport]:
+    return (Selection(kept={uid: list(k) for uid, k in record["kept"].items()},
+                      removed_blocks=set(record["removed_blocks"])),
+            SelectionReport(**record["report"]))
+
+
+def _test_metrics(student: nn.Module, teacher: nn.Module, dataset: ImageDataset,
+                  numerics: Numerics) -> dict[str, float]:
+    """On the test split (eval mode, no augmentation), on the CPU with the search's numerics
+    where the CPU has them: the student's and the teacher's top-1 accuracy (%) and the mean
+    KL(teacher || student) at T=1 (nats per image), the student as the search leaves it."""
+    cpu = Numerics.for_device(torch.device("cpu"), numerics.amp, numerics.channels_last)
+    student, teacher = (cpu.place(copy.deepcopy(m).eval()) for m in (student, teacher))
+    kl_sum, right, teacher_right = 0.0, 0, 0
+    batches = dataset_batches(dataset, "test", 1024, "cpu", channels_last=cpu.channels_last)
+    with torch.inference_mode(), cpu.autocast():
+        for images, labels in batches:
+            s, t = student(images).float(), teacher(images).float()
+            kl_sum += float(kl_to_teacher(s, t, 1.0)) * len(images)
+            right += int((s.argmax(1) == labels).sum())
+            teacher_right += int((t.argmax(1) == labels).sum())
+    count = max(len(batches.labels), 1)
+    return {"student_test_acc": round(100 * right / count, 3),
+            "teacher_test_acc": round(100 * teacher_right / count, 3),
+            "student_test_kl": round(kl_sum / count, 5)}
+
+
+def _summary(train_images, teacher, topology, units, selection, report, counted, budget,
+             budget_macs,
+             search, tested, config, constraints, seed, seconds) -> dict:
     by_id = units.by_id()
     removed_channels = sum(by_id[u].size - len(k) for u, k in selection.kept.items())
     return {
@@ -180,7 +240,11 @@ def _summary(teacher, topology, units, selection, report, counted, budget, budge
         "search": {"steps": config.steps, "final_kl": search.last_kl,
                    "final_lambda": search.lam if search.last_kl is not None else None,
                    "seconds": round(seconds, 2)},
-        "student_test_kl": round(student_kl, 5),
+        # the student as extracted (student.pt), before any retraining: test accuracy (%),
+        # the teacher's, and KL(teacher || student) at T=1 in nats per test image
+        **tested,
+        "numerics": search.numerics.name,
+        "threads": torch.get_num_threads(),
         "search_seconds": round(seconds, 2),
         "config": asdict(config),
         "constraints": asdict(constraints),

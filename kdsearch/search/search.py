@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from kdsearch.data import DeviceBatches
 from kdsearch.errors import KdsearchError
+from kdsearch.numerics import FLOAT32_CPU, Numerics
 from kdsearch.search.checkpoint import SearchInterrupted
 from kdsearch.search.config import SearchConfig
 from kdsearch.search.cost import MacModel
@@ -44,7 +45,7 @@ class SearchState:
     kl: float
     penalty: float
     live_macs: int  # MACs of the network the gates describe (gates above zero kept)
-    soft_macs: int  # smooth estimate the lambda controller follows (gate values as fractions)
+    soft_macs: int  # gate values counted as fractions of their channels (for the figures)
     target_macs: int
     gate_mean: dict[str, float]  # per unit: mean gate value
     gate_alive: dict[str, int]  # per unit: gate elements above zero
@@ -63,8 +64,9 @@ class GatedSearch:
     """Runs the search loop on a gated network; call :meth:`run`."""
 
     def __init__(self, gated: fx.GraphModule, teacher: torch.nn.Module, mac_model: MacModel,
-                 budget: int, config: SearchConfig):
+                 budget: int, config: SearchConfig, numerics: Numerics = FLOAT32_CPU):
         self.gated, self.teacher, self.mac_model = gated, teacher.eval(), mac_model
+        self.numerics = numerics
         self.bank: GateBank = gate_bank(gated)
         self.budget, self.config = budget, config
         self.lam = config.lambda_init
@@ -80,10 +82,15 @@ class GatedSearch:
         # the last step at which each gate element was above zero (-1: never)
         self.last_alive = {uid: torch.full(g.shape, -1.0) for uid, g in self.bank.gates.items()}
         self.last_kl: float | None = None  # the KL of the last step taken
+        # after the selection (:meth:`freeze`): per unit, the gate elements kept, and the
+        # selection as plain values; None before
+        self.kept_mask: dict[str, torch.Tensor] | None = None
+        self.selected: dict | None = None
 
     def run(self, batches: DeviceBatches, log=None, progress: bool = True, start: int = 0,
-            checkpoints=None, stop=None) -> list[SearchState]:
-        """Steps ``start .. steps - 1``; the states of the steps run here.
+            checkpoints=None, stop=None, end: int | None = None) -> list[SearchState]:
+        """Steps ``start .. end - 1`` (``end`` defaults to the last step); the states of the
+        steps run here.
 
         Step ``s`` always sees batch ``s % len(batches)`` of epoch ``s // len(batches)``, so a
         run resumed at ``start`` sees the batches of an uninterrupted one. ``checkpoints``
@@ -93,10 +100,13 @@ class GatedSearch:
         :class:`SearchDiverged` naming the step; the last checkpoint is kept.
         """
         history = []
-        self.gated.train(self.config.train_weights)
+        # BatchNorm keeps the teacher's statistics: with batch statistics, scaling every gate
+        # of a layer together would cost nothing (the next BatchNorm undoes it)
+        self.gated.eval()
         steps = self.config.steps
+        end = steps if end is None else end
         show = progress and sys.stderr.isatty()  # no bar in logs and pipes
-        bar = tqdm(range(start, steps), desc="search", disable=not show, unit="step",
+        bar = tqdm(range(start, end), desc="search", disable=not show, unit="step",
                    dynamic_ncols=True, initial=start, total=steps)
         stream = _batches_from(batches, start)
         for step in bar:
@@ -120,7 +130,7 @@ class GatedSearch:
                 raise SearchInterrupted(f"{stop.requested} after search step {step + 1} of "
                                         f"{steps}{where}; rerun with --resume to continue")
             bar.set_postfix(kl=f"{state.kl:.3f}", macs=f"{state.live_macs / 1e6:.2f}M")
-        self.gated.eval()
+        bar.close()
         return history
 
     @property
@@ -135,7 +145,10 @@ class GatedSearch:
                 "lam": float(self.lam),
                 "costs": {uid: float(c) for uid, c in self.costs.items()},
                 "last_alive": {uid: t.clone() for uid, t in self.last_alive.items()},
-                "last_kl": self.last_kl}
+                "last_kl": self.last_kl,
+                "kept_mask": None if self.kept_mask is None else {
+                    uid: m.clone() for uid, m in self.kept_mask.items()},
+                "selected": self.selected}
 
     def load_state_dict(self, state: dict) -> None:
         self.gated.load_state_dict(state["gated"])
@@ -145,33 +158,59 @@ class GatedSearch:
         self.costs = {uid: float(c) for uid, c in state["costs"].items()}
         self.last_alive = {uid: t.cpu().clone() for uid, t in state["last_alive"].items()}
         self.last_kl = state["last_kl"]
+        mask = state.get("kept_mask")
+        self.kept_mask = None if mask is None else {uid: m.cpu().clone() for uid, m in
+                                                     mask.items()}
+        self.selected = state.get("selected")
+
+    def freeze(self, kept: dict[str, torch.Tensor], record: dict) -> None:
+        """Fix the selection: gate elements not in ``kept`` (bool per unit) go to zero and
+        stay there; the steps after it train the weights and the kept gates on the KL alone,
+        so the gated network at the end is the student. ``record`` (plain values) describes
+        the selection."""
+        self.kept_mask = {uid: mask.cpu().bool().clone() for uid, mask in kept.items()}
+        self.selected = record
+        self._apply_mask()
+
+    def _apply_mask(self) -> None:
+        with torch.no_grad():
+            for uid, gate in self.bank.gates.items():
+                gate.clamp_(0.0, 1.0).mul_(self.kept_mask[uid].to(gate.device, gate.dtype))
 
     def step(self, step: int, images: torch.Tensor, labels: torch.Tensor) -> SearchState:
-        if step % self.config.cost_refresh == 0:
+        selecting = self.kept_mask is None
+        if selecting and step % self.config.cost_refresh == 0:
             self.costs = self.gate_costs()
-        with torch.no_grad():
-            teacher_logits = self.teacher(images)
-        logits = self.gated(images)
+        with self.numerics.autocast():
+            with torch.no_grad():
+                teacher_logits = self.teacher(images)
+            logits = self.gated(images)
+        logits, teacher_logits = logits.float(), teacher_logits.float()
         kl = kl_to_teacher(logits, teacher_logits, self.config.temperature)
         loss = kl + self.config.ce_weight * F.cross_entropy(logits, labels) \
             if self.config.ce_weight else kl
         self.weight_opt.zero_grad(set_to_none=True)
         self.gate_opt.zero_grad(set_to_none=True)
         loss.backward()
-        if self.config.train_weights:
+        if self.config.train_weights or not selecting:
             self.weight_opt.step()
         self.gate_opt.step()
-        self.proximal_step()
+        if selecting:
+            self.proximal_step()
+        else:
+            self._apply_mask()
         gates, kl_value = self.snapshot(kl)  # the step's one copy to the host
         if not math.isfinite(kl_value):  # the gates are NaN too: stop before using them
             raise SearchDiverged(f"the search diverged: KL is {kl_value} at step {step}")
         self.last_kl = kl_value
-        self.record_alive(step, gates)
-        soft, target = self.soft_macs(gates), self.target_macs(step)
-        self.lam *= (1 + self.config.lambda_rate) if soft > target else 1 / (
-            1 + self.config.lambda_rate)
-        return SearchState(step, self.lam, kl_value, self.penalty(gates),
-                           self.live_macs(gates), soft, target,
+        live, target = self.live_macs(gates), self.target_macs(step)
+        if selecting:
+            self.record_alive(step, gates)
+            # lambda follows the MACs of the gates above zero: a gate at 0.5 removes nothing
+            self.lam *= (1 + self.config.lambda_rate) if live > target else 1 / (
+                1 + self.config.lambda_rate)
+        return SearchState(step, self.lam, kl_value, self.penalty(gates) if selecting else 0.0,
+                           live, self.soft_macs(gates), target,
                            {uid: round(float(g.mean()), 5) for uid, g in gates.items()},
                            {uid: int((g > 0).sum()) for uid, g in gates.items()})
 
@@ -221,6 +260,8 @@ class GatedSearch:
         return self.mac_model.macs(kept, set(), blocks)
 
     def target_macs(self, step: int) -> int:
+        """The teacher's MACs falling linearly to the budget over the first ``ramp`` of the
+        steps, then the budget."""
         progress = min(1.0, (step + 1) / max(1.0, self.config.ramp * self.config.steps))
         full = self.mac_model.full
         return round(full - (full - self.budget) * progress)
