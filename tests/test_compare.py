@@ -28,6 +28,7 @@ from kdsearch.graph.units import Constraints
 
 torch.set_num_threads(1)
 TEACHER, STUDENTS = "digits_resnet14", ("digits_resnet8", "digits_resnet8_half")
+KINDS = ("hand-designed", "searched", "l1", "random", "random", "uniform", "depgraph")
 
 
 # -- statistics -------------------------------------------------------------------------------
@@ -177,7 +178,7 @@ def test_pareto_data_groups_kinds_and_sorts_by_macs():
     best, last = data.panels
     assert [p.macs for p in best.series["searched"]] == [0.2, 0.4, 0.8]
     assert [p.label for p in best.series["searched"]] == ["0.15x", "like:r8", "0.5x"]
-    assert best.series["hand-designed"][0].label == "r8" and "pruned" not in best.series
+    assert best.series["hand-designed"][0].label == "r8" and "l1" not in best.series
     assert best.series["searched"][0].std == 0.0 and last.series["searched"][0].std == 0.5
     assert last.series["searched"][1].mean == 91.0 and best.teacher.mean == 97.0
 
@@ -187,7 +188,8 @@ def _args(out: Path, weights: Path | None, *extra: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     compare_cli.configure(parser)
     argv = ["--teacher", TEACHER, "--dataset", "digits", "--against", ",".join(STUDENTS),
-            "--seeds", "2", "--epochs", "1", "--search-steps", "5", "--pruning-baseline",
+            "--seeds", "2", "--epochs", "1", "--search-steps", "8", "--pruning-baseline",
+            "--baselines", "random,uniform,depgraph", "--random-draws", "2",
             "--device", "cpu", "--quiet", "--out", str(out), *extra]
     return parser.parse_args(argv + (["--teacher-weights", str(weights)] if weights else []))
 
@@ -221,16 +223,20 @@ def test_compare_writes_the_table_and_plot(comparison):
     rows = _csv(out)
     assert tuple(rows[0]) == COLUMNS
     assert [(r["kind"], r["budget"]) for r in rows] == [
-        (kind, f"like:{s}") for s in STUDENTS for kind in ("hand-designed", "searched", "pruned")]
+        (kind, f"like:{s}") for s in STUDENTS for kind in KINDS]
+    assert len({r["student"] for r in rows if r["kind"] == "random"}) == 4  # 2 draws x 2
     for r in rows:
         assert r["seeds"] == "2" and int(r["macs"]) > 0 and int(r["params"]) > 0
         assert len(r["best_acc_runs"].split(";")) == 2
         if r["kind"] != "hand-designed":
             budget_macs = int(next(h["macs"] for h in rows if h["student"] == r["reference"]))
-            assert 0.97 * budget_macs <= int(r["macs"]) <= budget_macs
+            # uniform scales every unit by one factor: it lands as close as that allows
+            least = 0.9 if r["kind"] == "uniform" else 0.97
+            assert least * budget_macs <= int(r["macs"]) <= budget_macs, r
     md = " ".join((out / "comparison.md").read_text().split())  # ignore line wrapping
     for text in ("best", "last", "method kd, 1 epoch, ", "seeds (0, 1", "on cpu", "Welch",
-                 "| hand-designed | digits_resnet8 |", "Searched minus L1-pruned"):
+                 "| hand-designed | digits_resnet8 |", "Searched minus each control",
+                 "| random | like:digits_resnet8 |", "of 3 |", "**depgraph**"):
         assert text in md, text
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -268,7 +274,7 @@ def test_compare_rerun_skips_finished_work_and_continues(comparison):
     assert again < first
     rows = _csv(out)
     assert rows[-1]["kind"] == "searched" and rows[-1]["budget"] == "0.5x"
-    assert rows[-1]["best_p"] == "" and len(rows) == 7
+    assert rows[-1]["best_p"] == "" and len(rows) == 2 * len(KINDS) + 1
     with pytest.raises(KdsearchError, match="other settings"):
         compare_cli.run(_args(out, weights, "--lr", "0.01"))
 

@@ -9,17 +9,20 @@ from kdsearch.cli.registry import register_command
 
 DESCRIPTION = """\
 For each hand-designed student in --against, search a student inside the teacher at its
-MAC budget (like:NAME), then train both from scratch with the same recipe and method over
-the same seeds (--seeds N: seeds --seed .. --seed+N-1). --pruning-baseline adds the
-teacher pruned to the same budget by filter L1 norm (channels only), retrained the same
-way; --budgets adds searched students at other budgets to the Pareto plot.
+MAC budget (like:NAME), then train both with the same recipe and method over the same
+seeds (--seeds N: seeds --seed .. --seed+N-1). --baselines adds controls cut from the
+teacher at the same budget and trained the same way: l1 (filter L1 norm, channels only),
+random (--random-draws random subgraphs of channels and blocks), uniform (every channel
+unit scaled by one factor), depgraph (Torch-Pruning's group norm). --init inherit starts
+searched and control students from the weights they kept instead of from scratch.
+--budgets adds searched students at other budgets to the Pareto plot.
 
 Writes to --out: comparison.csv (one row per kind and student: MACs, params, best- and
 last-epoch test accuracy as mean and sample std over seeds, the difference to the
 hand-designed student at the same budget and its two-sided Welch t-test p-value, the
 per-seed accuracies), comparison.md (the same table and exactly what was compared) and
 comparison.png (accuracy against MACs). Every search and training run has its own folder
-(search/, prune/, train/) and is skipped when its summary.json exists: run the same
+(search/, controls/, train/) and is skipped when its summary.json exists: run the same
 command again to continue an interrupted comparison."""
 
 
@@ -50,7 +53,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budgets", type=_names, default=(), metavar="BUDGET,...",
                         help="extra searched budgets for the Pareto plot, e.g. 0.5x,0.25x")
     parser.add_argument("--pruning-baseline", action="store_true",
-                        help="also compare the teacher pruned by filter L1 norm at each budget")
+                        help="the same as --baselines l1")
+    parser.add_argument("--baselines", type=_names, default=(), metavar="NAME,...",
+                        help="controls cut from the teacher at each budget: l1, random, "
+                             "uniform, depgraph (pip install \"kdsearch[pruning]\")")
+    parser.add_argument("--random-draws", type=positive_int, default=5, metavar="N",
+                        help="random subgraphs per budget with --baselines random (default 5)")
+    parser.add_argument("--init", choices=("fresh", "inherit"), default="fresh",
+                        help="fresh: train every student from scratch (protocol (b), the "
+                             "default); inherit: searched and control students start from "
+                             "the weights they kept (protocol (a): prune, then fine-tune)")
     parser.add_argument("--search-steps", type=positive_int, metavar="N",
                         help="search steps per budget (default: the preset's)")
     parser.add_argument("--preset", help="search preset: family name or YAML path "
@@ -67,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         teacher_weights=args.teacher_weights, method=args.method, seeds=args.seeds,
         first_seed=args.seed, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         budgets=args.budgets, pruning_baseline=args.pruning_baseline,
+        baselines=args.baselines, random_draws=args.random_draws, init=args.init,
         search_steps=args.search_steps, preset=args.preset, device=args.device,
         quiet=args.quiet, data_options=data_options(args))
     run_comparison(settings, args.out)

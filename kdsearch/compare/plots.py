@@ -13,10 +13,13 @@ from pathlib import Path
 
 from kdsearch.io import atomic_write
 
-KIND_ORDER = ("searched", "pruned", "hand-designed")
+KIND_ORDER = ("searched", "l1", "depgraph", "uniform", "random", "hand-designed")
 STYLE = {  # kind -> (colour, marker, connect points with a line)
     "searched": ("#1f77b4", "o", True),
-    "pruned": ("#ff7f0e", "s", False),
+    "l1": ("#ff7f0e", "s", False),
+    "depgraph": ("#d62728", "v", False),
+    "uniform": ("#9467bd", "^", False),
+    "random": ("#7f7f7f", "x", False),
     "hand-designed": ("#2ca02c", "D", False),
 }
 PANELS = {"best": "best-epoch test accuracy", "last": "last-epoch test accuracy"}

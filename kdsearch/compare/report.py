@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from kdsearch.compare.stats import COLUMNS, welch
+from kdsearch.compare.stats import COLUMNS, spread, welch
 
 if TYPE_CHECKING:
     from kdsearch.compare.run import Setup
@@ -41,8 +41,8 @@ WHAT_IS_COMPARED = """\
   test accuracy {teacher_acc:.2f}%.
 - **Students**: each hand-designed student, and a student searched inside the teacher at its
   MAC budget (`like:NAME`; one search per budget: seed {first_seed}, {search_steps} steps,
-  preset {preset}).{pruned}
-- **Training**, identical for every student: from a fresh initialisation, method {method},
+  preset {preset}).{controls}
+- **Training**, identical for every student: {init}, method {method},
   {epochs}, SGD {schedule}, batch {batch_size}, on {device}; the same seeds ({seeds}) for
   every student (a seed sets the initialisation, the batch order and the augmentation).
 - **Accuracy**: top-1 (%) on the {dataset} test split ({test_images} images), mean ± sample
@@ -54,14 +54,20 @@ WHAT_IS_COMPARED = """\
   accuracies; n/a with one seed.
 - **MACs**: multiply-accumulates of conv and linear layers per sample.
 """
-PRUNED = """
-- **Pruned** (L1 baseline): the teacher's channels whose producing filters have the
-  smallest L1 norm (normalised per channel unit; no block removal) removed to the same
-  budget, then retrained from scratch like the others: the criterion picks the architecture."""
+CONTROLS = {
+    "l1": "**l1**: the teacher's channels whose producing filters have the smallest L1 norm "
+          "(normalised per channel unit; no block removal) removed to the budget",
+    "random": "**random**: {draws} random subgraphs (channels and blocks ranked by seeded "
+              "random scores, draw i with seed i), landed by the search's selection code",
+    "uniform": "**uniform**: every channel unit keeps the same fraction of its channels "
+               "(largest L1 norms), the largest fraction that fits",
+    "depgraph": "**depgraph**: Torch-Pruning's DepGraph group-norm importance "
+                "(GroupMagnitudeImportance, p=2), ranked globally",
+}
 
 
 def markdown_report(setup: Setup, rows: list[dict]) -> str:
-    """comparison.md: what was compared, the table, and searched vs pruned if present."""
+    """comparison.md: what was compared, the table, and searched vs the controls."""
     settings = setup.settings
     lines = [f"# {settings.teacher} on {setup.dataset.name}: searched vs hand-designed "
              "students", "", _what_is_compared(setup),
@@ -75,7 +81,7 @@ def markdown_report(setup: Setup, rows: list[dict]) -> str:
             f"| {_pm(r['best_acc_mean'], r['best_acc_std'])} | {_signed(r['best_diff'])} "
             f"| {_p(r['best_p'], compared)} | {_pm(r['last_acc_mean'], r['last_acc_std'])} "
             f"| {_signed(r['last_diff'])} | {_p(r['last_p'], compared)} |")
-    return "\n".join(lines + _versus_pruned(rows)) + "\n"
+    return "\n".join(lines + _versus_controls(rows)) + "\n"
 
 
 def _what_is_compared(setup: Setup) -> str:
@@ -87,26 +93,58 @@ def _what_is_compared(setup: Setup) -> str:
         teacher_macs=f"{teacher['macs'] / 1e6:.3f}M", teacher_params=_count(teacher["params"]),
         teacher_acc=teacher["acc"], first_seed=settings.first_seed,
         search_steps=setup.search.steps, preset=setup.preset,
-        pruned=PRUNED if settings.pruning_baseline else "", method=settings.method,
+        controls=_controls_text(settings), init=INIT_TEXT[settings.init],
+        method=settings.method,
         epochs=plural(config.epochs, "epoch"), schedule=config.schedule_text(),
         batch_size=config.batch_size, device=device,
         seeds=", ".join(map(str, settings.seed_list)), dataset=setup.dataset.name,
         test_images=len(setup.dataset.test_labels))
 
 
-def _versus_pruned(rows: list[dict]) -> list[str]:
+INIT_TEXT = {
+    "fresh": "from a fresh initialisation (protocol (b): the architecture alone)",
+    "inherit": "searched and control students from the weights they kept (their student.pt; "
+               "protocol (a): prune, then fine-tune), hand-designed ones fresh",
+}
+
+
+def _controls_text(settings) -> str:
+    if not settings.baselines:
+        return ""
+    items = [CONTROLS[name].format(draws=settings.random_draws) for name in settings.baselines]
+    return ("\n- **Controls** at the same budget, cut from the teacher with the search's units "
+            "and constraints, counted by the same MAC counter: " + "; ".join(items) + ".")
+
+
+def _versus_controls(rows: list[dict]) -> list[str]:
+    """Searched minus each control at the same budget (random: pooled over the draws), and
+    the searched student's rank among the random draws."""
     searched = {r["budget"]: r for r in rows if r["kind"] == "searched"}
-    pairs = [(searched[r["budget"]], r) for r in rows
-             if r["kind"] == "pruned" and r["budget"] in searched]
-    if not pairs:
+    pooled: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        if r["kind"] not in ("searched", "hand-designed") and r["budget"] in searched:
+            pooled.setdefault((r["kind"], r["budget"]), []).append(r)
+    if not pooled:
         return []
-    lines = ["", "Searched minus L1-pruned at the same budget (Δ and Welch p as above):", "",
-             "| budget | Δ best | p best | Δ last | p last |", "|---|---:|---:|---:|---:|"]
-    for s, p in pairs:
-        best = welch(s["best_acc_runs"], p["best_acc_runs"])
-        last = welch(s["last_acc_runs"], p["last_acc_runs"])
-        lines.append(f"| {s['budget']} | {_signed(best.diff)} | {_p(best.p_value)} "
-                     f"| {_signed(last.diff)} | {_p(last.p_value)} |")
+    lines = ["", "Searched minus each control at the same budget (random: all draws and seeds "
+             "pooled; spread over the draws' means; rank: the searched mean among the draw "
+             "means, 1 = best):", "",
+             "| control | budget | control best acc (%) | min – max | Δ best | p best "
+             "| Δ last | p last | searched rank |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for (kind, budget), group in pooled.items():
+        s = searched[budget]
+        best_runs = [v for r in group for v in r["best_acc_runs"]]
+        last_runs = [v for r in group for v in r["last_acc_runs"]]
+        means = [r["best_acc_mean"] for r in group]
+        level = spread(means) if len(means) > 1 else spread(best_runs)
+        best, last = welch(s["best_acc_runs"], best_runs), welch(s["last_acc_runs"], last_runs)
+        rank = (f"{1 + sum(m > s['best_acc_mean'] for m in means)} of {len(means) + 1}"
+                if len(means) > 1 else "")
+        lines.append(f"| {kind} | {budget} | {_pm(level.mean, level.std)} "
+                     f"| {min(means):.2f} – {max(means):.2f} | {_signed(best.diff)} "
+                     f"| {_p(best.p_value)} | {_signed(last.diff)} | {_p(last.p_value)} "
+                     f"| {rank} |")
     return lines
 
 

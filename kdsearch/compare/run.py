@@ -1,9 +1,12 @@
-"""``kdsearch compare``: searched students against hand-designed ones at the same MACs.
+"""``kdsearch compare``: searched students against hand-designed ones and controls at the
+same MACs.
 
 For each hand-designed student, search a student inside the teacher at its MAC budget
-(``like:NAME``), optionally prune the teacher to that budget by filter L1 norm, then train
-every student from scratch with one recipe and one method over the same seeds, and write
-``comparison.csv``, ``comparison.md`` and ``comparison.png`` into the output directory.
+(``like:NAME``), cut the chosen controls at that budget (L1, random draws, uniform, DepGraph:
+:mod:`kdsearch.compare.baselines`), then train every student with one recipe and one method
+over the same seeds (from scratch, or from the weights each kept with ``init="inherit"``),
+and write ``comparison.csv``, ``comparison.md`` and ``comparison.png`` into the output
+directory.
 
 Layout of the output directory (each step is skipped when its ``summary.json`` exists,
 so a re-run continues where the last one stopped; a step finished with other settings is
@@ -11,7 +14,7 @@ an error naming its folder)::
 
     teacher/summary.json                 the teacher's MACs, params and test accuracy
     search/<budget>/                     one search per budget (kdsearch search files)
-    prune/<budget>/                      the L1 pruning baseline (pruning_baseline)
+    controls/<control>_<budget>[_draw<i>]/  the controls (kdsearch.compare.baselines)
     train/<kind>_<student>/seed<N>/      one training run (kdsearch train files)
 """
 
@@ -25,8 +28,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from kdsearch.compare.baselines import control_names, control_student
 from kdsearch.compare.plots import draw_pareto, pareto_data
-from kdsearch.compare.pruning import prune_student
 from kdsearch.compare.report import csv_text, markdown_report, plural, safe_name
 from kdsearch.compare.stats import comparison_row
 from kdsearch.data.base import ImageDataset
@@ -34,9 +37,12 @@ from kdsearch.distill.config import RECIPE_EPOCHS, TrainConfig, resolve_device
 from kdsearch.errors import KdsearchError
 from kdsearch.graph.units import Constraints
 from kdsearch.io import ensure_out_dir, read_json, write_json, write_text
+from kdsearch.models.checkpoint import load_weights
+from kdsearch.registry import unknown_name_message
 from kdsearch.search.config import SearchConfig
 
 SUMMARY = "summary.json"
+INITS = ("fresh", "inherit")
 SEARCH_IRRELEVANT = frozenset({"device", "log_every", "checkpoint_every"})  # do not move a search
 
 
@@ -55,7 +61,15 @@ class Comparison:
     lr: float | None = None  # None: TrainConfig's default (0.05)
     batch_size: int | None = None  # None: TrainConfig's default (64)
     budgets: tuple[str, ...] = ()  # extra searched budgets for the Pareto plot (0.5x, 41M)
-    pruning_baseline: bool = False
+    pruning_baseline: bool = False  # the same as "l1" in baselines
+    # controls at every budget of --against (kdsearch.compare.baselines): l1, random,
+    # uniform, depgraph; random is drawn random_draws times (draw i with seed i)
+    baselines: tuple[str, ...] = ()
+    random_draws: int = 5
+    # "fresh": every student trained from a fresh initialisation (protocol (b), the paper's);
+    # "inherit": searched and control students start from their student.pt (the teacher's
+    # weights they kept; the search's after its settling steps), hand-designed ones fresh
+    init: str = "fresh"
     search_steps: int | None = None  # None: the preset's
     preset: str | None = None  # None: chosen by the teacher's family
     data_options: dict = field(default_factory=dict)  # load_dataset's: data_dir, subset ...
@@ -66,8 +80,16 @@ class Comparison:
         self.against, self.budgets = tuple(self.against), tuple(self.budgets)
         if not self.against:
             raise KdsearchError("compare needs at least one hand-designed student (--against)")
-        if self.seeds < 1 or self.epochs < 1:
-            raise KdsearchError("seeds and epochs must be at least 1")
+        if self.seeds < 1 or self.epochs < 1 or self.random_draws < 1:
+            raise KdsearchError("seeds, epochs and random draws must be at least 1")
+        self.baselines = tuple(dict.fromkeys(
+            (*(("l1",) if self.pruning_baseline else ()), *self.baselines)))
+        known = control_names()
+        for name in self.baselines:
+            if name not in known:
+                raise KdsearchError(unknown_name_message("baseline", name, known))
+        if self.init not in INITS:
+            raise KdsearchError(f"init must be one of {', '.join(INITS)}, not {self.init!r}")
 
     @property
     def seed_list(self) -> list[int]:
@@ -93,17 +115,20 @@ class Setup:
 class Candidate:
     """One student to train over the seeds: how to build it fresh, and where it runs."""
 
-    kind: str  # hand-designed, searched, pruned
+    kind: str  # hand-designed, searched, or a control (l1, random, uniform, depgraph)
     student: str
     budget: str
     build: Callable[[], nn.Module]
     reference: str = ""  # the hand-designed student it is compared with
     runs: list[dict] = field(default_factory=list)  # training summaries, one per seed
+    weights: Path | None = None  # student.pt it inherits with init "inherit"
+    draw: int | None = None  # which random draw
 
     @property
     def folder(self) -> str:
         name = self.student if self.kind == "hand-designed" else self.budget
-        return safe_name(f"{self.kind}_{name}")
+        draw = f"_draw{self.draw}" if self.draw is not None else ""
+        return safe_name(f"{self.kind}_{name}{draw}")
 
 
 def run_comparison(settings: Comparison, out_dir: str | Path) -> list[dict]:
@@ -186,7 +211,6 @@ def _candidates(setup: Setup) -> list[Candidate]:
     """Per hand-designed student: it, the searched one (and the pruned one) at its MACs;
     then the searched students at the extra budgets. Runs the searches and the pruning."""
     from kdsearch.models import build_model
-    from kdsearch.student.spec import build_student
 
     data, teacher = setup.dataset, setup.settings.teacher
     candidates = []
@@ -194,23 +218,34 @@ def _candidates(setup: Setup) -> list[Candidate]:
         budget = f"like:{name}"
         candidates.append(Candidate("hand-designed", name, budget, lambda name=name: (
             build_model(name, data.num_classes, data.input_size[0]))))
-        spec = _search(setup, budget)
-        candidates.append(Candidate("searched", f"{teacher} searched @ {budget}", budget,
-                                    lambda spec=spec: build_student(spec), reference=name))
-        if setup.settings.pruning_baseline:
-            spec = _prune(setup, budget)
-            candidates.append(Candidate("pruned", f"{teacher} pruned @ {budget}", budget,
-                                        lambda spec=spec: build_student(spec), reference=name))
+        run = _search(setup, budget)
+        candidates.append(_found("searched", f"{teacher} searched @ {budget}", budget, run,
+                                 reference=name))
+        for control in setup.settings.baselines:
+            draws = range(setup.settings.random_draws) if control == "random" else [None]
+            for draw in draws:
+                run = _control(setup, control, budget, draw)
+                label = f"{teacher} {control}{'' if draw is None else f' #{draw}'} @ {budget}"
+                candidates.append(_found(control, label, budget, run, reference=name,
+                                         draw=draw))
     searched = {c.budget for c in candidates if c.kind == "searched"}
     for budget in dict.fromkeys(b for b in setup.settings.budgets if b not in searched):
-        spec = _search(setup, budget)
-        candidates.append(Candidate("searched", f"{teacher} searched @ {budget}", budget,
-                                    lambda spec=spec: build_student(spec)))
+        run = _search(setup, budget)
+        candidates.append(_found("searched", f"{teacher} searched @ {budget}", budget, run))
     return candidates
 
 
-def _search(setup: Setup, budget: str) -> dict:
-    """Search at ``budget`` (or reuse the finished search); the student's spec."""
+def _found(kind: str, student: str, budget: str, run: Path, **extra) -> Candidate:
+    """A student found in ``run`` (student.json, student.pt): by a search or a control."""
+    from kdsearch.student.spec import build_student
+
+    spec = read_json(run / "student.json")
+    return Candidate(kind, student, budget, lambda: build_student(spec),
+                     weights=run / "student.pt", **extra)
+
+
+def _search(setup: Setup, budget: str) -> Path:
+    """Search at ``budget`` (or reuse the finished search); the search's folder."""
     from kdsearch.search.run import search_student
 
     settings, run = setup.settings, setup.out / "search" / safe_name(budget)
@@ -222,7 +257,7 @@ def _search(setup: Setup, budget: str) -> dict:
         search_student(setup.teacher, settings.teacher, setup.dataset, budget, setup.search,
                        setup.constraints, run, seed=settings.first_seed,
                        progress=not settings.quiet, resume=True)
-    return read_json(run / "student.json")
+    return run
 
 
 def _check_search(run: Path, config: SearchConfig, budget: str) -> None:
@@ -236,18 +271,20 @@ def _check_search(run: Path, config: SearchConfig, budget: str) -> None:
                             "use another output directory or delete that folder")
 
 
-def _prune(setup: Setup, budget: str) -> dict:
-    """Prune the teacher to ``budget`` by L1 norm (or reuse it); the student's spec."""
-    settings, run = setup.settings, setup.out / "prune" / safe_name(budget)
+def _control(setup: Setup, control: str, budget: str, draw: int | None) -> Path:
+    """Cut control ``control`` at ``budget`` (or reuse it); its folder."""
+    settings, data = setup.settings, setup.dataset
+    name = safe_name(f"{control}_{budget}" + ("" if draw is None else f"_draw{draw}"))
+    run = setup.out / "controls" / name
     if (run / SUMMARY).exists():
-        _note(settings, f"L1 pruning at {budget}: finished, skipped ({run})")
-    else:
-        data = setup.dataset
-        summary = prune_student(setup.teacher, settings.teacher, data.num_classes,
-                                data.input_size, budget, setup.constraints, run)
-        _note(settings, f"L1 pruning at {budget}: {summary['student']['macs'] / 1e6:.3f}M "
-                        f"MACs ({100 * summary['budget_fraction']:.1f}% of the budget) -> {run}")
-    return read_json(run / "student.json")
+        _note(settings, f"{control} control at {budget}: finished, skipped ({run})")
+        return run
+    summary = control_student(control, setup.teacher, settings.teacher, data.num_classes,
+                              data.input_size, budget, setup.constraints, run,
+                              seed=draw or 0)
+    _note(settings, f"{control} control at {budget}: {summary['student']['macs'] / 1e6:.3f}M "
+                    f"MACs ({100 * summary['budget_fraction']:.1f}% of the budget) -> {run}")
+    return run
 
 
 def _train(setup: Setup, candidate: Candidate, seed: int) -> dict:
@@ -265,10 +302,13 @@ def _train(setup: Setup, candidate: Candidate, seed: int) -> dict:
     _note(settings, f"{label} -> {run}")
     torch.manual_seed(seed)  # the student's initialisation
     student = candidate.build()
+    if settings.init == "inherit" and candidate.weights is not None:
+        load_weights(student, candidate.weights, candidate.student)
     teacher = setup.teacher if get_method(settings.method).needs_teacher else None
     method = build_method(settings.method, student, teacher, input_size=setup.dataset.input_size)
     info = {"student": candidate.student, "kind": candidate.kind, "teacher": settings.teacher,
-            "teacher_weights": settings.teacher_weights}
+            "teacher_weights": settings.teacher_weights,
+            "init": "inherited" if settings.init == "inherit" and candidate.weights else "fresh"}
     return train(method, setup.dataset, config, run, resume=True, quiet=settings.quiet,
                  info=info)
 
