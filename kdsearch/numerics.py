@@ -42,8 +42,11 @@ class Numerics:
     def for_device(cls, device: torch.device, amp: bool = True,
                    channels_last: bool = True) -> Numerics:
         """What ``amp``/``channels_last`` (the user's wishes) give on ``device``."""
-        fast = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
-        return cls(device.type, amp and fast, channels_last and fast)
+        if device.type == "cuda":
+            return cls("cuda", amp, channels_last)
+        fast = device.type == "cpu" and cpu_has_native_bf16()
+        # on the CPU channels-last alone was slower than contiguous float32: only with bf16
+        return cls(device.type, amp and fast, channels_last and amp and fast)
 
     @property
     def name(self) -> str:

@@ -13,6 +13,7 @@ from kdsearch.errors import KdsearchError
 from kdsearch.graph import Constraints, TopologyGraph
 from kdsearch.graph.counting import count_model
 from kdsearch.models import build_model
+from kdsearch.pipeline.run import evaluate_accuracy
 from kdsearch.search.budget import parse_budget
 from kdsearch.search.config import SearchConfig
 from kdsearch.search.cost import MacModel
@@ -165,3 +166,43 @@ def test_search_command_user_errors(tmp_path, capsys, argv, message):
     code = main(["search", "--quiet", *[part for kv in base.items() for part in kv]])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and message in err[-1] and "Traceback" not in "".join(err)
+
+
+# -- the search selects, and its student keeps the gated network's function ------------------
+@pytest.fixture(scope="module")
+def demo_teacher(tmp_path_factory):
+    """digits_resnet14 trained as the demo trains it (15 epochs, cross-entropy)."""
+    out = tmp_path_factory.mktemp("demo_teacher")
+    assert main(["teacher", "--model", "digits_resnet14", "--dataset", "digits", "--epochs",
+                 "15", "--threads", "1", "--quiet", "--out", str(out)]) == 0
+    return out / "teacher.pt"
+
+
+def _searched(tmp_path, weights, budget: str) -> dict:
+    out = tmp_path / budget
+    assert main(["search", "--teacher", "digits_resnet14", "--teacher-weights", str(weights),
+                 "--dataset", "digits", "--budget", budget, "--threads", "1", "--quiet",
+                 "--out", str(out)]) == 0
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("budget", ["0.3x", "0.5x"])
+def test_search_gates_select_and_student_pt_works(tmp_path, demo_teacher, budget):
+    summary = _searched(tmp_path, demo_teacher, budget)
+    # the gates themselves reach zero down to (about) the budget; the ranking only trims
+    assert summary["selection"]["macs_from_gates"] <= 1.15 * summary["budget_macs"]
+    # the extracted student, before any retraining, is close to the teacher
+    assert summary["teacher_test_acc"] > 97
+    assert summary["student_test_acc"] >= 90
+    # what summary.json reports is what student.pt scores
+    loaded = load_student(tmp_path / budget / "student.json", tmp_path / budget / "student.pt")
+    accuracy = evaluate_accuracy(loaded.model, load_dataset("digits"), "cpu")
+    assert accuracy == pytest.approx(summary["student_test_acc"], abs=0.6)  # bf16 vs float32
+
+
+@pytest.mark.slow
+def test_search_removing_one_channel_keeps_the_teacher(tmp_path, demo_teacher):
+    summary = _searched(tmp_path, demo_teacher, "0.999x")
+    assert summary["channels_removed"] + summary["blocks_removed"] >= 1
+    assert summary["student_test_acc"] >= summary["teacher_test_acc"] - 1

@@ -22,6 +22,10 @@ class SearchConfig:
     # the weights and kept gates train on the KL alone, so the gated network is the student
     settle: float = 0.25
     max_shrink: float = 0.1  # cap on one proximal step per gate: no unit dies in one step
+    # the shrink of a gate below (above) the mean of the live gates is (1 + p) ((1 - p)) times
+    # the L1 step: a polarising term (PolarizationPruning, NeurIPS 2020) that separates the
+    # gates instead of letting them all fall together
+    polarize: float = 0.5
     train_weights: bool = True  # False: only the gates move (network frozen, eval mode)
     ce_weight: float = 0.0  # 0: the teacher alone drives the search (unlabeled data is fine)
     cost_refresh: int = 10  # steps between recomputing each gate's MAC cost

@@ -79,8 +79,11 @@ class GatedSearch:
         for p in weights:
             p.requires_grad_(config.train_weights)
         self.costs: dict[str, float] = {}  # per unit: the cost of each of its gate elements
-        # the last step at which each gate element was above zero (-1: never)
+        # the last step at which each gate element was above zero (-1: never), and its value
+        # then (a unit the selection restores comes back at it)
         self.last_alive = {uid: torch.full(g.shape, -1.0) for uid, g in self.bank.gates.items()}
+        self.last_value = {uid: torch.ones(g.shape) for uid, g in self.bank.gates.items()}
+        self.shrinking = True  # the live MACs were above the target at the last step
         self.last_kl: float | None = None  # the KL of the last step taken
         # after the selection (:meth:`freeze`): per unit, the gate elements kept, and the
         # selection as plain values; None before
@@ -145,6 +148,8 @@ class GatedSearch:
                 "lam": float(self.lam),
                 "costs": {uid: float(c) for uid, c in self.costs.items()},
                 "last_alive": {uid: t.clone() for uid, t in self.last_alive.items()},
+                "last_value": {uid: t.clone() for uid, t in self.last_value.items()},
+                "shrinking": self.shrinking,
                 "last_kl": self.last_kl,
                 "kept_mask": None if self.kept_mask is None else {
                     uid: m.clone() for uid, m in self.kept_mask.items()},
@@ -157,6 +162,8 @@ class GatedSearch:
         self.lam = float(state["lam"])
         self.costs = {uid: float(c) for uid, c in state["costs"].items()}
         self.last_alive = {uid: t.cpu().clone() for uid, t in state["last_alive"].items()}
+        self.last_value = {uid: t.cpu().clone() for uid, t in state["last_value"].items()}
+        self.shrinking = bool(state["shrinking"])
         self.last_kl = state["last_kl"]
         mask = state.get("kept_mask")
         self.kept_mask = None if mask is None else {uid: m.cpu().clone() for uid, m in
@@ -170,6 +177,10 @@ class GatedSearch:
         the selection."""
         self.kept_mask = {uid: mask.cpu().bool().clone() for uid, mask in kept.items()}
         self.selected = record
+        with torch.no_grad():  # a kept gate at zero (restored by the ranking) comes back
+            for uid, gate in self.bank.gates.items():
+                revive = kept[uid].to(gate.device) & (gate == 0)
+                gate.copy_(torch.where(revive, self.last_value[uid].to(gate), gate))
         self._apply_mask()
 
     def _apply_mask(self) -> None:
@@ -207,7 +218,8 @@ class GatedSearch:
         if selecting:
             self.record_alive(step, gates)
             # lambda follows the MACs of the gates above zero: a gate at 0.5 removes nothing
-            self.lam *= (1 + self.config.lambda_rate) if live > target else 1 / (
+            self.shrinking = live > target
+            self.lam *= (1 + self.config.lambda_rate) if self.shrinking else 1 / (
                 1 + self.config.lambda_rate)
         return SearchState(step, self.lam, kl_value, self.penalty(gates) if selecting else 0.0,
                            live, self.soft_macs(gates), target,
@@ -227,13 +239,27 @@ class GatedSearch:
         """g <- clamp(g - shrink, 0, 1): the proximal operator of the L1 penalty with gates
         kept in [0, 1] (shrink capped per step)."""
         scale = self.config.gate_lr * self.lam
+        polar = self.config.polarize
         with torch.no_grad():
+            live = torch.cat([g[g > 0] for g in self.bank.gates.values()])
+            mean = live.mean() if live.numel() else 0.0
             for uid, gate in self.bank.gates.items():
-                gate.sub_(min(scale * self.costs[uid], self.config.max_shrink)).clamp_(0.0, 1.0)
+                shrink = min(scale * self.costs[uid], self.config.max_shrink)
+                # polarisation: gates below the mean of the live gates shrink faster, those
+                # above it slower, so the gates separate instead of falling together
+                factor = 1 + polar * torch.sign(mean - gate) if polar else 1.0
+                gate.sub_(shrink * factor).clamp_(0.0, 1.0)
+
+    def clamp_gates(self) -> None:
+        with torch.no_grad():
+            for gate in self.bank.gates.values():
+                gate.clamp_(0.0, 1.0)
 
     def record_alive(self, step: int, gates: dict[str, torch.Tensor]) -> None:
         for uid, gate in gates.items():
-            self.last_alive[uid].masked_fill_(gate > 0, float(step))
+            alive = gate > 0
+            self.last_alive[uid].masked_fill_(alive, float(step))
+            self.last_value[uid] = torch.where(alive, gate, self.last_value[uid])
 
     def penalty(self, gates: dict[str, torch.Tensor]) -> float:
         """lambda * sum_j cost_j * |g_j| (gates are non-negative)."""
