@@ -18,8 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from kdsearch.pipeline import check_config, load_config, results_table, run_pipeline
 from kdsearch.presets import search_spaces_dir
 
@@ -32,14 +30,13 @@ def demo_config() -> dict[str, Any]:
 
 
 def run_demo(out_dir: str | Path, quiet: bool = False,
-             config: dict[str, Any] | None = None) -> dict[str, Any]:
+             config: dict[str, Any] | None = None, threads: int | None = None
+             ) -> dict[str, Any]:
     """Run (or continue) the demo into ``out_dir``; print the table; return the results
-    (see :func:`~kdsearch.pipeline.run_pipeline`). ``config`` replaces the demo's config."""
-    # models of a few hundred thousand MACs: thread start-up costs more than it saves,
-    # and on a busy machine extra threads slow every step down many times over
-    torch.set_num_threads(1)
+    (see :func:`~kdsearch.pipeline.run_pipeline`). ``config`` replaces the demo's config;
+    ``threads`` its ``threads: 1``."""
     config = config if config is not None else demo_config()
-    results = run_pipeline(config, out_dir, quiet=quiet)
+    results = run_pipeline(config, out_dir, quiet=quiet, threads=threads)
     print(results_table(results) + "\n" + describe(check_config(config)))
     print(f"run directory: {results['out']}")
     return results

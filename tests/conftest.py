@@ -33,7 +33,14 @@ def private_cache(tmp_path_factory):
 def one_thread():
     """One CPU thread for the whole suite: tiny models gain nothing from more, a busy machine
     slows them a lot, and bit-exact comparisons with subprocess runs need one thread count."""
-    threads = torch.get_num_threads()
+    import os
+
+    threads, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # what kdsearch's commands take by default
     yield
     torch.set_num_threads(threads)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS")
+    else:
+        os.environ["OMP_NUM_THREADS"] = env

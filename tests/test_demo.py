@@ -37,3 +37,30 @@ def test_demo_runs_and_continues(tmp_path, capsys):
     again = demo.run_demo(tmp_path, quiet=True, config=config)
     assert set(again["steps"].values()) == {"skipped"}
     assert again["students"] == results["students"]
+
+
+@pytest.mark.slow
+def test_run_with_the_demo_config_is_the_demo(tmp_path, monkeypatch, capsys):
+    """`kdsearch run --config pipeline_demo.yaml` takes the demo's one thread, even where the
+    machine would give it more, and so prints the demo's numbers."""
+    import torch
+    import yaml
+
+    from kdsearch.cli import main
+
+    config = demo.demo_config()
+    config["teacher"]["train"]["epochs"] = 2
+    config["search"]["steps"] = 8
+    config["distill"]["epochs"] = 1
+    config["compare"] = None
+    config["show"] = False
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # what an idle 2-core machine would give
+    assert main(["run", "--config", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert torch.get_num_threads() == 1
+    ran = json.loads((tmp_path / "run" / "results.json").read_text())
+    shown = demo.run_demo(tmp_path / "demo", quiet=True, config=config)
+    for key in ("teacher", "students"):
+        assert ran[key] == shown[key], key
+    capsys.readouterr()

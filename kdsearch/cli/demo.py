@@ -14,7 +14,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from kdsearch.demo import run_demo
 
-    run_demo(args.out)
+    run_demo(args.out, threads=args.threads)
     return 0
 
 

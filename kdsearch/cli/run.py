@@ -28,7 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from kdsearch.pipeline import results_table, run_pipeline
 
-    results = run_pipeline(args.config, args.out, quiet=args.quiet)
+    results = run_pipeline(args.config, args.out, quiet=args.quiet, threads=args.threads)
     print(results_table(results))
     print(f"run directory: {results['out']}")
     return 0

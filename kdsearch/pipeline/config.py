@@ -14,7 +14,7 @@ from kdsearch.errors import KdsearchError
 from kdsearch.io import read_yaml
 
 TOP_KEYS = ("dataset", "teacher", "search", "distill", "compare", "show", "seed", "device",
-            "out")
+            "threads", "out")
 DATASET_KEYS = ("name", "data_dir", "subset")
 TEACHER_KEYS = ("model", "weights", "train")
 SEARCH_KEYS = ("budgets", "preset", "constraints")  # and every SearchConfig field
@@ -56,10 +56,21 @@ def check_config(raw: dict[str, Any], base_dir: str | Path | None = None,
         "show": _typed(raw.get("show", True), bool, f"{where}: show"),
         "seed": _typed(raw.get("seed", 0), int, f"{where}: seed"),
         "device": _typed(raw.get("device", "auto"), str, f"{where}: device"),
+        # CPU threads (None: --threads, OMP_NUM_THREADS or the idle cores); results are
+        # bit-exact for one thread count
+        "threads": _threads(raw.get("threads"), f"{where}: threads"),
         "out": _typed(raw.get("out", DEFAULT_OUT), str, f"{where}: out"),
     }
     config["compare"] = _compare(raw.get("compare"), config, f"{where}: compare")
     return config
+
+
+def _threads(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise KdsearchError(f"{where}: expected a positive number of threads, got {value!r}")
+    return value
 
 
 def _dataset(value: Any, base: Path, where: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from kdsearch.errors import KdsearchError
 from kdsearch.io import ensure_out_dir, read_json, write_json
+from kdsearch.numerics import set_threads
 from kdsearch.pipeline.config import check_config, json_ready, load_config, tag
 from kdsearch.pipeline.report import read_comparison, student_row, write_report
 
@@ -16,13 +17,18 @@ FIGURES_INDEX = "figures.json"
 
 
 def run_pipeline(config: dict[str, Any] | str | Path, out_dir: str | Path | None = None,
-                 quiet: bool = False, base_dir: str | Path | None = None) -> dict[str, Any]:
+                 quiet: bool = False, base_dir: str | Path | None = None,
+                 threads: int | None = None) -> dict[str, Any]:
     """Run (or continue) the pipeline ``config`` (a mapping or a YAML path) into ``out_dir``
     (default: the config's ``out``). Relative input paths of a mapping resolve in
     ``base_dir`` (default: the current directory). Returns what ``results.json`` holds:
     ``out``, ``teacher`` and ``students`` rows, ``comparison`` rows (or None), ``figures``,
-    ``steps`` (step name -> ``"ran"`` or ``"skipped"``) and ``seconds`` (of the steps run)."""
+    ``steps`` (step name -> ``"ran"`` or ``"skipped"``) and ``seconds`` (of the steps run).
+    ``threads`` (the command line's) wins over the config's ``threads``; with neither, the
+    thread count is left as it is."""
     config = _checked(config, base_dir)
+    if (threads or config["threads"]) is not None:
+        set_threads(threads or config["threads"])
     return PipelineRun(config, ensure_out_dir(out_dir or config["out"]), quiet).execute()
 
 
