@@ -252,7 +252,8 @@ class Search:
 
         self.args = args
         torch.manual_seed(args.seed)
-        teacher = build_model(pair[0], num_classes=pool.num_classes).eval()
+        teacher = build_model(pair[0], num_classes=pool.num_classes)
+        calibrate_batchnorm(teacher, pool, args)  # the search runs BatchNorm in eval mode
         student = build_model(pair[1], num_classes=pool.num_classes)
         topology = TopologyGraph(teacher, pool.input_size)
         budget = count_model(student, pool.input_size).macs
@@ -277,6 +278,17 @@ class Search:
             self.step_count += 1
         synchronize(self.args.device)
         return time.perf_counter() - start
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: torch.nn.Module, pool: ImageDataset, args) -> None:
+    """Running statistics from 10 training batches: an untrained network's initial ones
+    (mean 0, variance 1) make a deep ResNet's eval-mode outputs explode."""
+    model.train()
+    for _, (images, _labels) in zip(range(10), dataset_batches(pool, "train", args.batch_size,
+                                                               "cpu", args.seed), strict=False):
+        model(images)
+    model.eval()
 
 
 def bench_method(name: str, dataset: ImageDataset, args: argparse.Namespace,

@@ -14,6 +14,7 @@ import os
 import sys
 import warnings
 
+from kdsearch import __version__
 from kdsearch.cli.common import add_threads_arg
 from kdsearch.cli.registry import COMMANDS
 from kdsearch.distill.distributed import launched
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kdsearch", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"kdsearch {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         cmd = COMMANDS.get(name)
@@ -57,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(negative_values_attached(sys.argv[1:] if argv is None else argv))
     try:
         if not args.multi_process and launched():
             raise KdsearchError(f"kdsearch {args.command} runs as one process; under torchrun "
@@ -69,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args) or 0
     except KdsearchError as err:
         return fail(str(err))
+    except BrokenPipeError:  # `kdsearch graph ... | head`: the reader left, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 0
     except OSError as err:  # the machine's answer (disk full, permission): one line too
         return fail(os_error_text(err))
     except RuntimeError as err:
@@ -81,6 +87,23 @@ def main(argv: list[str] | None = None) -> int:
         detail = f": {err}" if str(err) else ""
         print(f"kdsearch: interrupted{detail}", file=sys.stderr, flush=True)
         return 130
+
+
+def negative_values_attached(argv: list[str]) -> list[str]:
+    """``--budget -5M`` -> ``--budget=-5M``: argparse takes a value starting with ``-`` for
+    an option, so the user would read "expected one argument" instead of what is wrong."""
+    fixed, index = [], 0
+    while index < len(argv):
+        item = argv[index]
+        following = argv[index + 1] if index + 1 < len(argv) else None
+        if (item.startswith("--") and "=" not in item and following is not None
+                and following[:1] == "-" and following[1:2].isdigit()):
+            fixed.append(f"{item}={following}")
+            index += 2
+        else:
+            fixed.append(item)
+            index += 1
+    return fixed
 
 
 def name_computes(args: argparse.Namespace) -> bool:

@@ -77,7 +77,11 @@ class TrainConfig:
         if self.schedule == "cosine":
             last = self.lr_at(self.epochs)
             return f"lr {self.lr:g}, cosine to {last:.3g} over {self.epochs} epochs"
-        milestones = ", ".join(map(str, self.milestone_epochs()))
+        effective = [m for m in self.milestone_epochs() if m < self.epochs]  # a decay after
+        if not effective:  # the last epoch changes nothing
+            return f"lr {self.lr:g}, constant over {plural_epochs(self.epochs)}"
+        counts = {m: effective.count(m) for m in effective}
+        milestones = ", ".join(str(m) if n == 1 else f"{m} (x{n})" for m, n in counts.items())
         text = f"lr {self.lr:g}, x{self.lr_decay:g} after epochs {milestones} of {self.epochs}"
         recipe = tuple(m / RECIPE_EPOCHS for m in RECIPE_MILESTONES)
         if self.lr_milestones == recipe and self.epochs != RECIPE_EPOCHS:
@@ -110,6 +114,10 @@ def check_config(config: TrainConfig) -> None:
         )
     if config.seed < 0:
         raise KdsearchError(f"seed must be non-negative, not {config.seed}")
+
+
+def plural_epochs(n: int) -> str:
+    return f"{n} epoch" + ("" if n == 1 else "s")
 
 
 # Settings that may change between an interrupted run and its resume (they do not change
