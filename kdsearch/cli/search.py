@@ -38,7 +38,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="MAC budget: 41M, 1.2G, 40800000, 0.33x (of the teacher) or "
                              "like:resnet20 (a zoo model's MACs)")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--steps", type=positive_int, help="search steps (default: preset)")
+    parser.add_argument("--steps", type=positive_int,
+                        help="search steps (default: the preset's epochs of the training "
+                             "split, e.g. 1 epoch = 782 steps of 64 on CIFAR)")
     parser.add_argument("--preset", help="search preset: family name or YAML path "
                                          "(default: chosen by the teacher's family)")
     parser.add_argument("--keep", action="append", default=[], metavar="PATTERN",
@@ -81,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         print("kdsearch: warning: no --teacher-weights: an untrained teacher gives a "
               "meaningless student", file=sys.stderr)
     constraints, config = load_preset(args.preset or model_family(args.teacher))
-    overrides = {"steps": args.steps, "device": args.device,
+    overrides = {"steps": args.steps, "epochs": 0.0 if args.steps else None,
+                 "device": args.device,
                  "checkpoint_every": args.checkpoint_every,
                  "train_weights": False if args.freeze_weights else None,
                  "amp": False if not args.amp else None,

@@ -194,8 +194,10 @@ def run_chain(args: argparse.Namespace, student, teacher, dataset, config, info)
     search_config = constraints = None
     if assistants is None:
         constraints, search_config = load_preset(_family(args.teacher))
-        steps = args.assistant_search_steps or search_config.steps
-        search_config = dataclasses.replace(search_config, steps=steps, device=args.device)
+        if args.assistant_search_steps:  # else the preset's epochs of this run's data
+            search_config = dataclasses.replace(search_config, epochs=0.0,
+                                                steps=args.assistant_search_steps)
+        search_config = dataclasses.replace(search_config, device=args.device)
     train_dgkd_chain(teacher, student, dataset, config, args.out, assistants,
                      args.assistant_budgets, teacher_name=args.teacher,
                      search_config=search_config, constraints=constraints,

@@ -40,7 +40,7 @@ WHAT_IS_COMPARED = """\
 - **Teacher** {teacher} (weights: {weights}): {teacher_macs} MACs, {teacher_params} params,
   test accuracy {teacher_acc:.2f}%.
 - **Students**: each hand-designed student, and a student searched inside the teacher at its
-  MAC budget (`like:NAME`; one search per budget: seed {first_seed}, {search_steps} steps,
+  MAC budget (`like:NAME`; one search per budget: seed {first_seed}, {search_steps},
   preset {preset}).{controls}
 - **Training**, identical for every student: {init}, method {method},
   {epochs}, SGD {schedule}, batch {batch_size}, on {device}; the same seeds ({seeds}) for
@@ -92,7 +92,7 @@ def _what_is_compared(setup: Setup) -> str:
         teacher=settings.teacher, weights=settings.teacher_weights or "none: UNTRAINED",
         teacher_macs=f"{teacher['macs'] / 1e6:.3f}M", teacher_params=_count(teacher["params"]),
         teacher_acc=teacher["acc"], first_seed=settings.first_seed,
-        search_steps=setup.search.steps, preset=setup.preset,
+        search_steps=setup.search.length_text(), preset=setup.preset,
         controls=_controls_text(settings), init=INIT_TEXT[settings.init],
         method=settings.method,
         epochs=plural(config.epochs, "epoch"), schedule=config.schedule_text(),

@@ -168,7 +168,8 @@ def _setup(settings: Comparison, out: Path) -> Setup:
     preset = settings.preset or model_family(settings.teacher)
     constraints, search = load_preset(preset)
     search.device = device
-    search.steps = settings.search_steps or search.steps
+    if settings.search_steps:
+        search.steps, search.epochs = settings.search_steps, 0.0
     given = {"lr": settings.lr, "batch_size": settings.batch_size}
     train = TrainConfig(epochs=settings.epochs, device=device,
                         **{k: v for k, v in given.items() if v is not None})
@@ -250,7 +251,7 @@ def _search(setup: Setup, budget: str) -> Path:
 
     settings, run = setup.settings, setup.out / "search" / safe_name(budget)
     if (run / SUMMARY).exists():
-        _check_search(run, setup.search, budget)
+        _check_search(run, setup.search.resolved(len(setup.dataset.train_labels)), budget)
         _note(settings, f"search at {budget}: finished, skipped ({run})")
     else:
         _note(settings, f"search at {budget} -> {run}")

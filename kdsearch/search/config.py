@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from kdsearch.errors import KdsearchError
@@ -9,7 +10,10 @@ from kdsearch.errors import KdsearchError
 
 @dataclass
 class SearchConfig:
-    steps: int = 300
+    # the search's length: `steps` when above 0, else `epochs` of the training split (the
+    # presets' way: a search on a subset is as short as the subset)
+    steps: int = 0
+    epochs: float = 1.0
     batch_size: int = 64
     temperature: float = 4.0  # KL(teacher || gated) at this temperature, times T^2
     lr: float = 0.01  # SGD (momentum 0.9) on the network weights
@@ -38,12 +42,25 @@ class SearchConfig:
     channels_last: bool = True
 
     def __post_init__(self) -> None:
+        if self.steps < 0 or (self.steps == 0 and not self.epochs > 0):
+            raise KdsearchError(f"the search needs steps > 0 or epochs > 0, not steps "
+                                f"{self.steps} and epochs {self.epochs}")
         if not 0 <= self.settle < 1:
             raise KdsearchError(f"settle is a fraction of the steps in [0, 1), not {self.settle}")
         if not 0 < self.ramp <= 1 - self.settle:
             raise KdsearchError(f"ramp must be in (0, 1 - settle] = (0, {1 - self.settle:g}], "
                                 f"not {self.ramp} (the target reaches the budget before the "
                                 "selection is fixed)")
+
+    def resolved(self, train_images: int) -> SearchConfig:
+        """This config with ``steps`` set: from ``epochs`` of ``train_images`` when 0."""
+        if self.steps > 0:
+            return self
+        steps = max(1, round(self.epochs * train_images / self.batch_size))
+        return dataclasses.replace(self, steps=steps)
+
+    def length_text(self) -> str:
+        return f"{self.steps} steps" if self.steps > 0 else f"{self.epochs:g} epochs"
 
     @property
     def select_steps(self) -> int:

@@ -66,6 +66,7 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
     if not resume:
         refuse_unfinished(out / CHECKPOINT)  # before any work or write
     start = time.perf_counter()
+    config = config.resolved(len(dataset.train_labels))
     torch.manual_seed(seed)
     teacher_info = {"model": portable_name(teacher_name), "num_classes": dataset.num_classes,
                     "input_size": list(dataset.input_size)}
