@@ -52,10 +52,10 @@ from torchvision import transforms
 from kdsearch.data import ImageDataset, dataset_batches, load_dataset
 from kdsearch.distill.config import Runtime, TrainConfig
 from kdsearch.distill.method import DistillMethod, build_method, method_names
-from kdsearch.distill.progress import StopSignals
 from kdsearch.distill.trainer import build_optimizer, train_steps
 from kdsearch.models import build_model
 from kdsearch.numerics import resolve_device, set_threads
+from kdsearch.signals import StopSignals
 
 PAIRS = {"kd": ("resnet56", "resnet20"), "reviewkd": ("resnet32x4", "resnet8x4")}
 DEFAULT_PAIR = ("resnet32x4", "resnet8x4")  # any other method

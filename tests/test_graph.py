@@ -14,7 +14,7 @@ from kdsearch.graph.counting import count_macs, count_model
 from kdsearch.graph.trace import trace_with_shapes
 from kdsearch.models import build_model, model_names
 from kdsearch.search.cost import MacModel
-from kdsearch.search.gates import build_gated, gate_bank
+from kdsearch.search.gates import build_gated, fold_gates, gate_bank
 from kdsearch.search.run import harden_gates
 from kdsearch.student.extract import Selection, extract_student
 
@@ -60,7 +60,7 @@ def check_exact_extraction(model: nn.Module, input_size, seed=1):
     with torch.no_grad():
         torch.testing.assert_close(gated(x), model(x))
     selection = random_selection(topology.units, gate_bank(gated).gates, seed)
-    student = extract_student(gated, topology.units, selection).eval()
+    student = extract_student(fold_gates(gated), topology.units, selection).eval()
     with torch.no_grad():
         torch.testing.assert_close(student(x), gated(x), rtol=1e-4, atol=1e-5)
     kept = {uid: len(k) for uid, k in selection.kept.items()}

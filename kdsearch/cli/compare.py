@@ -6,6 +6,7 @@ import argparse
 
 from kdsearch.cli.common import MODEL_HELP, add_data_args, data_options, positive_int
 from kdsearch.cli.registry import register_command
+from kdsearch.distill.config import SCHEDULES
 
 DESCRIPTION = """\
 For each hand-designed student in --against, search a student inside the teacher at its
@@ -48,6 +49,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=positive_int, default=240, metavar="N",
                         help="training epochs (default 240, the CIFAR recipe)")
     parser.add_argument("--lr", type=float, default=None, help="initial SGD lr (default 0.05)")
+    parser.add_argument("--schedule", choices=SCHEDULES, default="step",
+                        help="lr schedule: step (the recipe's milestones, default) or cosine")
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="training batch size (default 64)")
     parser.add_argument("--budgets", type=_names, default=(), metavar="BUDGET,...",
@@ -77,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     settings = Comparison(
         teacher=args.teacher, dataset=args.dataset, against=args.against,
         teacher_weights=args.teacher_weights, method=args.method, seeds=args.seeds,
-        first_seed=args.seed, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        first_seed=args.seed, epochs=args.epochs, lr=args.lr, schedule=args.schedule,
+        batch_size=args.batch_size,
         budgets=args.budgets, pruning_baseline=args.pruning_baseline,
         baselines=args.baselines, random_draws=args.random_draws, init=args.init,
         search_steps=args.search_steps, preset=args.preset, device=args.device,

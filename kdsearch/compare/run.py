@@ -59,6 +59,7 @@ class Comparison:
     first_seed: int = 0  # also the seed of every search
     epochs: int = RECIPE_EPOCHS
     lr: float | None = None  # None: TrainConfig's default (0.05)
+    schedule: str = "step"  # TrainConfig.schedule: "step" (the recipe's milestones), "cosine"
     batch_size: int | None = None  # None: TrainConfig's default (64)
     budgets: tuple[str, ...] = ()  # extra searched budgets for the Pareto plot (0.5x, 41M)
     pruning_baseline: bool = False  # the same as "l1" in baselines
@@ -171,7 +172,7 @@ def _setup(settings: Comparison, out: Path) -> Setup:
     if settings.search_steps:
         search.steps, search.epochs = settings.search_steps, 0.0
     given = {"lr": settings.lr, "batch_size": settings.batch_size}
-    train = TrainConfig(epochs=settings.epochs, device=device,
+    train = TrainConfig(epochs=settings.epochs, device=device, schedule=settings.schedule,
                         **{k: v for k, v in given.items() if v is not None})
     info = _teacher_info(settings, teacher, dataset, device, out / "teacher")
     return Setup(settings, out, dataset, teacher, info, constraints, search, train, preset)

@@ -21,7 +21,7 @@ once per epoch. Files written in the output directory (atomically):
   (``student.pt``, loadable with ``torch.load(path, weights_only=True)``).
 
 Checkpoint writing and resume checks live in :mod:`kdsearch.distill.checkpoint`; the progress
-display and the SIGINT/SIGTERM handling in :mod:`kdsearch.distill.progress`.
+display in :mod:`kdsearch.distill.progress`, the SIGINT/SIGTERM handling in :mod:`kdsearch.signals`.
 
 Under ``torchrun --nproc_per_node=N`` the same loop runs in N processes, each on its slice of
 every global batch of ``batch_size`` images, the method wrapped in DistributedDataParallel;
@@ -49,12 +49,13 @@ from kdsearch.distill.checkpoint import Checkpoints, restore
 from kdsearch.distill.config import Runtime, TrainConfig
 from kdsearch.distill.distributed import SINGLE_PROCESS, Distributed
 from kdsearch.distill.method import DistillMethod
-from kdsearch.distill.progress import Progress, StopSignals
+from kdsearch.distill.progress import Progress
 from kdsearch.distill.teacher_cache import TeacherLogitCache, cached_teacher
 from kdsearch.errors import KdsearchError
 from kdsearch.graph.counting import count_model
 from kdsearch.io import append_jsonl, ensure_out_dir, read_jsonl, write_json
 from kdsearch.models.checkpoint import save_weights
+from kdsearch.signals import StopSignals
 
 METRICS, CHECKPOINT, SUMMARY = "metrics.jsonl", "checkpoint.pt", "summary.json"
 TORCH_SEED_SALT = 0x7EA1  # torch's RNG (dropout, ...) draws a stream apart from the batch order

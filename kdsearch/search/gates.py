@@ -16,6 +16,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from kdsearch.graph.channels import NORM_MODULES
 from kdsearch.graph.units import Units
 
 GATES_ATTR = "kdsearch_gates"
@@ -91,3 +92,51 @@ def _gate_output(gm: fx.GraphModule, node: fx.Node, site: str) -> None:
 
 def gate_bank(gated: fx.GraphModule) -> GateBank:
     return gated.get_submodule(GATES_ATTR)
+
+
+# -- folding ------------------------------------------------------------------------------------
+def fold_gates(gated: fx.GraphModule) -> fx.GraphModule:
+    """A copy of ``gated`` without gates: a channel gate scales the input columns of the layer
+    that reads it, a block gate the branch's last affine layer (or stays as a constant
+    multiply). It computes what ``gated`` computes."""
+    gm = copy.deepcopy(gated)
+    bank = gate_bank(gm)
+    for node in [n for n in gm.graph.nodes if n.op == "call_module" and n.target == GATES_ATTR]:
+        site = node.kwargs["site"]
+        source = node.args[0]
+        with torch.no_grad():
+            vector = bank.site_vector(site).detach().clone()
+        replacement = source
+        if bank.sites[site][0] < 0:
+            replacement = _fold_block_gate(gm, node, float(vector[0]))
+        else:
+            (consumer,) = node.users
+            _scale_input_columns(gm.get_submodule(consumer.target), vector)
+        node.replace_all_uses_with(replacement)
+        gm.graph.erase_node(node)
+    delattr(gm, GATES_ATTR)
+    gm.graph.lint()
+    gm.recompile()
+    return gm
+
+
+def _scale_input_columns(layer: nn.Module, vector: torch.Tensor) -> None:
+    with torch.no_grad():
+        shape = [1, -1] + [1] * (layer.weight.dim() - 2)
+        layer.weight.mul_(vector.to(layer.weight.dtype).view(shape))
+
+
+def _fold_block_gate(gm: fx.GraphModule, gate: fx.Node, value: float) -> fx.Node:
+    """Fold a block gate into the branch's last affine layer, else multiply by a constant."""
+    output = gate.args[0]
+    if value == 1.0:
+        return output
+    module = gm.get_submodule(output.target) if output.op == "call_module" else None
+    if isinstance(module, (*NORM_MODULES, nn.Conv2d, nn.Linear)) and module.weight is not None:
+        with torch.no_grad():
+            module.weight.mul_(value)
+            if module.bias is not None:
+                module.bias.mul_(value)
+        return output
+    with gm.graph.inserting_before(gate):
+        return gm.graph.call_function(torch.mul, (output, value))

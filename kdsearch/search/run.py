@@ -18,7 +18,6 @@ import torch.fx as fx
 import torch.nn as nn
 
 from kdsearch.data import ImageDataset, dataset_batches
-from kdsearch.distill.progress import StopSignals
 from kdsearch.errors import KdsearchError
 from kdsearch.graph.counting import count_model
 from kdsearch.graph.topology import TopologyGraph
@@ -36,9 +35,10 @@ from kdsearch.search.checkpoint import (
 )
 from kdsearch.search.config import SearchConfig
 from kdsearch.search.cost import MacModel
-from kdsearch.search.gates import build_gated, gate_bank
+from kdsearch.search.gates import build_gated, fold_gates, gate_bank
 from kdsearch.search.search import GatedSearch, kl_to_teacher
 from kdsearch.search.select import LANDING, SelectionReport, select_to_budget, smallest_macs
+from kdsearch.signals import StopSignals
 from kdsearch.student.extract import Selection, extract_student
 from kdsearch.student.spec import make_spec, student_state
 
@@ -110,7 +110,8 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
         run(start=max(done, config.select_steps))
     selection, report = selection_from_record(search.selected)
     contiguous = torch.contiguous_format  # the float32 checks below run on plain CPU tensors
-    student = extract_student(gated.cpu().to(memory_format=contiguous), units, selection).eval()
+    plain = fold_gates(gated.cpu().to(memory_format=contiguous))
+    student = extract_student(plain, units, selection).eval()
     teacher.cpu().to(memory_format=contiguous)
     counted = count_model(student, dataset.input_size)
     if counted.macs != report.macs:

@@ -98,7 +98,7 @@ class GatedSearch:
         Step ``s`` always sees batch ``s % len(batches)`` of epoch ``s // len(batches)``, so a
         run resumed at ``start`` sees the batches of an uninterrupted one. ``checkpoints``
         (:class:`~kdsearch.search.checkpoint.SearchCheckpoints`) is told of every finished
-        step; ``stop`` (:class:`~kdsearch.distill.progress.StopSignals`) is checked after
+        step; ``stop`` (:class:`~kdsearch.signals.StopSignals`) is checked after
         each one. A non-finite KL (checked on the host copy each step makes anyway) raises
         :class:`SearchDiverged` naming the step; the last checkpoint is kept.
         """

@@ -2,13 +2,13 @@
 
 Given which channels each channel unit keeps and which residual blocks are removed:
 
-1. gates are folded away: a channel gate scales the input columns of the layer that reads
-   it, a block gate scales the branch's last affine layer (or stays as a constant multiply);
-2. removed blocks are bypassed (``y = x + f(x)`` becomes ``y = x``) and their layers deleted;
-3. every conv, linear, BatchNorm, depthwise conv and per-channel parameter touching a
+1. removed blocks are bypassed (``y = x + f(x)`` becomes ``y = x``) and their layers deleted;
+2. every conv, linear, BatchNorm, depthwise conv and per-channel parameter touching a
    unit is physically sliced to the kept channels.
 
-With the removed gates at 0, the result computes exactly what the gated network computes.
+Extraction never sees a gate: a gated network is first folded into a plain one
+(:func:`kdsearch.search.gates.fold_gates`); with the removed gates at 0, the result computes
+exactly what the gated network computes.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from kdsearch.graph.channels import NORM_MODULES, Layout
+from kdsearch.graph.channels import Layout
 from kdsearch.graph.units import Units
-from kdsearch.search.gates import GATES_ATTR, GateBank
 
 
 @dataclass
@@ -37,8 +36,6 @@ def extract_student(gm: fx.GraphModule, units: Units, selection: Selection) -> f
     """A new GraphModule with the selection applied (``gm`` is not modified)."""
     student = copy.deepcopy(gm)
     nodes = {n.name: n for n in student.graph.nodes}
-    if GATES_ATTR in dict(student.named_children()):
-        _fold_gates(student, student.get_submodule(GATES_ATTR))
     _remove_blocks(student, nodes, units, selection.removed_blocks)
     student.graph.eliminate_dead_code()
     _slice_modules(student, units, selection)
@@ -59,46 +56,6 @@ def _remove_blocks(gm: fx.GraphModule, nodes: dict[str, fx.Node], units: Units,
             add.replace_all_uses_with(skip)
             gm.graph.erase_node(add)
             replaced[add.name] = skip
-
-
-# -- gates ------------------------------------------------------------------------------------
-def _fold_gates(gm: fx.GraphModule, bank: GateBank) -> None:
-    for node in [n for n in gm.graph.nodes if n.op == "call_module" and n.target == GATES_ATTR]:
-        site = node.kwargs["site"]
-        source = node.args[0]
-        with torch.no_grad():
-            vector = bank.site_vector(site).detach().clone()
-        replacement = source
-        if bank.sites[site][0] < 0:
-            replacement = _fold_block_gate(gm, node, float(vector[0]))
-        else:
-            (consumer,) = node.users
-            _scale_input_columns(gm.get_submodule(consumer.target), vector)
-        node.replace_all_uses_with(replacement)
-        gm.graph.erase_node(node)
-    delattr(gm, GATES_ATTR)
-
-
-def _scale_input_columns(layer: nn.Module, vector: torch.Tensor) -> None:
-    with torch.no_grad():
-        shape = [1, -1] + [1] * (layer.weight.dim() - 2)
-        layer.weight.mul_(vector.to(layer.weight.dtype).view(shape))
-
-
-def _fold_block_gate(gm: fx.GraphModule, gate: fx.Node, value: float) -> fx.Node:
-    """Fold a block gate into the branch's last affine layer, else multiply by a constant."""
-    output = gate.args[0]
-    if value == 1.0:
-        return output
-    module = gm.get_submodule(output.target) if output.op == "call_module" else None
-    if isinstance(module, (*NORM_MODULES, nn.Conv2d, nn.Linear)) and module.weight is not None:
-        with torch.no_grad():
-            module.weight.mul_(value)
-            if module.bias is not None:
-                module.bias.mul_(value)
-        return output
-    with gm.graph.inserting_before(gate):
-        return gm.graph.call_function(torch.mul, (output, value))
 
 
 # -- slicing ----------------------------------------------------------------------------------
