@@ -283,3 +283,16 @@ def test_compare_warns_without_teacher_weights(tmp_path, capsys):
     with pytest.raises(KdsearchError):  # a hand-designed name that is not in the zoo
         compare_cli.run(_args(tmp_path, None, "--against", "no_such_model"))
     assert capsys.readouterr().err.count("warning: no --teacher-weights") == 1
+
+
+@pytest.mark.slow
+def test_compare_jobs_give_the_same_table(comparison, tmp_path):
+    """Two worker processes train the runs of a fresh comparison: the same accuracies as one
+    process (each run has its own folder, seed and thread count)."""
+    out, weights, _ = comparison
+    again = tmp_path / "jobs"
+    assert compare_cli.run(_args(again, weights, "--jobs", "2")) == 0
+    one = {(r["kind"], r["student"]): r["best_acc_runs"] for r in _csv(out)}
+    two = {(r["kind"], r["student"]): r["best_acc_runs"] for r in _csv(again)}
+    assert len(two) == 2 * len(KINDS)
+    assert all(one[key] == value for key, value in two.items())

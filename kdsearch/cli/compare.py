@@ -71,6 +71,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", help="search preset: family name or YAML path "
                                          "(default: chosen by the teacher's family)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                        help="trainings at once in N worker processes, sharing --threads "
+                             "(default 1; the results do not depend on it)")
     parser.add_argument("--quiet", action="store_true", help="print only warnings and errors")
 
 
@@ -84,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         budgets=args.budgets, pruning_baseline=args.pruning_baseline,
         baselines=args.baselines, random_draws=args.random_draws, init=args.init,
+        jobs=args.jobs,
         search_steps=args.search_steps, preset=args.preset, device=args.device,
         quiet=args.quiet, data_options=data_options(args))
     run_comparison(settings, args.out)

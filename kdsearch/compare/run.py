@@ -21,7 +21,6 @@ an error naming its folder)::
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -76,13 +75,16 @@ class Comparison:
     data_options: dict = field(default_factory=dict)  # load_dataset's: data_dir, subset ...
     device: str = "auto"
     quiet: bool = False
+    # trainings at once, in worker processes (several small students share one GPU, or
+    # several cores better than threads share one student); the results do not depend on it
+    jobs: int = 1
 
     def __post_init__(self) -> None:
         self.against, self.budgets = tuple(self.against), tuple(self.budgets)
         if not self.against:
             raise KdsearchError("compare needs at least one hand-designed student (--against)")
-        if self.seeds < 1 or self.epochs < 1 or self.random_draws < 1:
-            raise KdsearchError("seeds, epochs and random draws must be at least 1")
+        if min(self.seeds, self.epochs, self.random_draws, self.jobs) < 1:
+            raise KdsearchError("seeds, epochs, random draws and jobs must be at least 1")
         self.baselines = tuple(dict.fromkeys(
             (*(("l1",) if self.pruning_baseline else ()), *self.baselines)))
         known = control_names()
@@ -119,11 +121,25 @@ class Candidate:
     kind: str  # hand-designed, searched, or a control (l1, random, uniform, depgraph)
     student: str
     budget: str
-    build: Callable[[], nn.Module]
+    source: str  # a zoo name (hand-designed), else the folder of its student.json/.pt
     reference: str = ""  # the hand-designed student it is compared with
     runs: list[dict] = field(default_factory=list)  # training summaries, one per seed
-    weights: Path | None = None  # student.pt it inherits with init "inherit"
     draw: int | None = None  # which random draw
+
+    def build(self, dataset: ImageDataset) -> nn.Module:
+        """The student, freshly initialised (from the current torch seed)."""
+        if self.kind == "hand-designed":
+            from kdsearch.models import build_model
+
+            return build_model(self.source, dataset.num_classes, dataset.input_size[0])
+        from kdsearch.student.spec import build_student
+
+        return build_student(read_json(Path(self.source) / "student.json"))
+
+    @property
+    def weights(self) -> Path | None:
+        """The student.pt it inherits with init "inherit" (None: hand-designed)."""
+        return None if self.kind == "hand-designed" else Path(self.source) / "student.pt"
 
     @property
     def folder(self) -> str:
@@ -140,8 +156,11 @@ def run_comparison(settings: Comparison, out_dir: str | Path) -> list[dict]:
               "search and the distillation are meaningless", file=sys.stderr)
     setup = _setup(settings, ensure_out_dir(out_dir))
     candidates = _candidates(setup)
-    for candidate in candidates:
-        candidate.runs = [_train(setup, candidate, seed) for seed in settings.seed_list]
+    tasks = [(candidate, seed) for candidate in candidates for seed in settings.seed_list]
+    summaries = _train_all(setup, tasks)
+    for index, candidate in enumerate(candidates):
+        seeds = len(settings.seed_list)
+        candidate.runs = summaries[index * seeds:(index + 1) * seeds]
     hand = {c.student: c.runs for c in candidates if c.kind == "hand-designed"}
     rows = [comparison_row(c.kind, c.student, c.budget, c.runs, c.reference,
                            hand.get(c.reference, ())) for c in candidates]
@@ -210,16 +229,13 @@ def _teacher_info(settings: Comparison, teacher: nn.Module, dataset: ImageDatase
 
 # -- students ---------------------------------------------------------------------------------
 def _candidates(setup: Setup) -> list[Candidate]:
-    """Per hand-designed student: it, the searched one (and the pruned one) at its MACs;
-    then the searched students at the extra budgets. Runs the searches and the pruning."""
-    from kdsearch.models import build_model
-
-    data, teacher = setup.dataset, setup.settings.teacher
+    """Per hand-designed student: it, the searched one and the controls at its MACs; then
+    the searched students at the extra budgets. Runs the searches and cuts the controls."""
+    teacher = setup.settings.teacher
     candidates = []
     for name in setup.settings.against:
         budget = f"like:{name}"
-        candidates.append(Candidate("hand-designed", name, budget, lambda name=name: (
-            build_model(name, data.num_classes, data.input_size[0]))))
+        candidates.append(Candidate("hand-designed", name, budget, name))
         run = _search(setup, budget)
         candidates.append(_found("searched", f"{teacher} searched @ {budget}", budget, run,
                                  reference=name))
@@ -239,11 +255,7 @@ def _candidates(setup: Setup) -> list[Candidate]:
 
 def _found(kind: str, student: str, budget: str, run: Path, **extra) -> Candidate:
     """A student found in ``run`` (student.json, student.pt): by a search or a control."""
-    from kdsearch.student.spec import build_student
-
-    spec = read_json(run / "student.json")
-    return Candidate(kind, student, budget, lambda: build_student(spec),
-                     weights=run / "student.pt", **extra)
+    return Candidate(kind, student, budget, str(run), **extra)
 
 
 def _search(setup: Setup, budget: str) -> Path:
@@ -289,6 +301,37 @@ def _control(setup: Setup, control: str, budget: str, draw: int | None) -> Path:
     return run
 
 
+def _train_all(setup: Setup, tasks: list[tuple[Candidate, int]]) -> list[dict]:
+    """Every (candidate, seed) training, in order; with ``jobs`` > 1 in that many worker
+    processes at once (each loads the data and the teacher once, and takes its share of
+    the threads). Each run has its own folder, so the result does not depend on ``jobs``."""
+    jobs = min(setup.settings.jobs, len(tasks))
+    if jobs <= 1:
+        return [_train(setup, candidate, seed) for candidate, seed in tasks]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_start,
+                             initargs=(setup.settings, setup.out, threads)) as pool:
+        return list(pool.map(_worker_train, tasks))
+
+
+_WORKER: dict[str, Setup] = {}  # the set-up of a worker process
+
+
+def _worker_start(settings: Comparison, out: Path, threads: int) -> None:
+    from kdsearch.numerics import set_threads
+
+    set_threads(threads)
+    _WORKER["setup"] = _setup(settings, out)
+
+
+def _worker_train(task: tuple[Candidate, int]) -> dict:
+    return _train(_WORKER["setup"], *task)
+
+
 def _train(setup: Setup, candidate: Candidate, seed: int) -> dict:
     """Train ``candidate`` from scratch with ``seed`` (or reuse the finished run)."""
     from kdsearch.distill import build_method, get_method, train
@@ -303,7 +346,7 @@ def _train(setup: Setup, candidate: Candidate, seed: int) -> dict:
         return finished_stage(run, config)  # an error if it ran with other settings
     _note(settings, f"{label} -> {run}")
     torch.manual_seed(seed)  # the student's initialisation
-    student = candidate.build()
+    student = candidate.build(setup.dataset)
     if settings.init == "inherit" and candidate.weights is not None:
         load_weights(student, candidate.weights, candidate.student)
     teacher = setup.teacher if get_method(settings.method).needs_teacher else None
