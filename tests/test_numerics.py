@@ -96,6 +96,7 @@ def test_resume_with_other_numerics_is_refused(tmp_path, digits, monkeypatch):
     monkeypatch.setattr(numerics, "cpu_has_native_bf16", lambda: True)
     config = TrainConfig(epochs=2, device="cpu")
     train(ce_method(digits), digits, config.replace(epochs=1), tmp_path, quiet=True)
+    (tmp_path / "summary.json").unlink()  # as if stopped after its checkpoint
     monkeypatch.setattr(numerics, "cpu_has_native_bf16", lambda: False)  # another machine
     conflict = re.escape("numerics: 'bf16+channels_last' -> 'float32'")
     with pytest.raises(KdsearchError, match=conflict):
@@ -172,3 +173,10 @@ def test_files_honour_the_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640
     write_text(tmp_path / "b.txt", "x")
     assert stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o666 & ~previous
+
+
+def test_resume_of_a_finished_run_is_refused(tmp_path, digits):
+    train(ce_method(digits), digits, TrainConfig(epochs=1, device="cpu"), tmp_path, quiet=True)
+    with pytest.raises(KdsearchError, match="finished run"):
+        train(ce_method(digits), digits, TrainConfig(epochs=1, device="cpu"), tmp_path,
+              quiet=True, resume=True)

@@ -206,3 +206,28 @@ def test_search_removing_one_channel_keeps_the_teacher(tmp_path, demo_teacher):
     summary = _searched(tmp_path, demo_teacher, "0.999x")
     assert summary["channels_removed"] + summary["blocks_removed"] >= 1
     assert summary["student_test_acc"] >= summary["teacher_test_acc"] - 1
+
+
+def test_search_refuses_to_overwrite_a_finished_search(tmp_path, capsys):
+    argv = ["search", "--teacher", "digits_resnet8", "--dataset", "digits", "--steps", "4",
+            "--threads", "1", "--quiet", "--out", str(tmp_path)]
+    assert main([*argv, "--budget", "0.5x"]) == 0
+    before = (tmp_path / "student.json").read_text()
+    capsys.readouterr()
+    assert main([*argv, "--budget", "0.3x"]) == 2
+    assert "holds a finished search" in capsys.readouterr().err
+    assert (tmp_path / "student.json").read_text() == before
+    assert main([*argv, "--budget", "0.3x", "--overwrite"]) == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["budget"] == "0.3x"
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:7"])
+def test_search_with_a_bad_device_writes_nothing(tmp_path, capsys, device):
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("a machine with CUDA")
+    out = tmp_path / "s"
+    assert main(["search", "--teacher", "digits_resnet8", "--dataset", "digits", "--budget",
+                 "0.5x", "--device", device, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kdsearch: error:") and err.count("\n") == 1 and device in err
+    assert not out.exists()

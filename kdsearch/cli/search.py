@@ -40,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--steps", type=positive_int,
                         help="search steps (default: the preset's epochs of the training "
-                             "split, e.g. 1 epoch = 782 steps of 64 on CIFAR)")
+                             "split, e.g. 1 epoch = 781 steps of 64 on CIFAR)")
     parser.add_argument("--preset", help="search preset: family name or YAML path "
                                          "(default: chosen by the teacher's family)")
     parser.add_argument("--keep", action="append", default=[], metavar="PATTERN",
@@ -60,6 +60,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="continue the interrupted search in --out from "
                              "search_checkpoint.pt (the same settings; the result is the same "
                              "as an uninterrupted run's)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a finished search in --out (refused without it)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_numerics_args(parser)
 
@@ -70,11 +72,14 @@ def run(args: argparse.Namespace) -> int:
     from kdsearch.graph.units import Constraints
     from kdsearch.models import model_family
     from kdsearch.models.resolve import resolve_model
+    from kdsearch.numerics import resolve_device
     from kdsearch.presets import from_mapping, load_preset
     from kdsearch.search.config import SearchConfig
     from kdsearch.search.run import search_student
     from kdsearch.search.select import LANDING
 
+    if args.device:
+        resolve_device(args.device)  # before the data loads
     torch.manual_seed(args.seed)
     dataset = dataset_from_args(args)
     teacher = resolve_model(args.teacher, dataset.num_classes, dataset.input_size,
@@ -97,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
                                "command line", base=constraints)
     result = search_student(teacher, args.teacher, dataset, args.budget, config,
                             constraints, args.out, seed=args.seed, progress=not args.quiet,
-                            resume=args.resume)
+                            resume=args.resume, overwrite=args.overwrite)
     _print_summary(result.summary, args.out)
     if not result.summary["budget_reached"]:
         used = math.floor(10_000 * result.summary["budget_fraction"]) / 100  # never up to 97

@@ -90,6 +90,9 @@ def train(
     completed epoch to ``checkpoint.pt``. The modules are trained in place, on the device.
     """
     out = ensure_out_dir(out_dir)
+    if resume and (out / SUMMARY).exists():
+        raise KdsearchError(f"{out} holds a finished run (summary.json): nothing to resume; "
+                            "choose another --out to train again")
     runtime = Runtime.for_config(config)
     dist = distributed.setup(runtime.device)
     dist.check_batch_size(config.batch_size)

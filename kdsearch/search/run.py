@@ -53,31 +53,38 @@ class SearchResult:
 
 def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset, budget: str,
                    config: SearchConfig, constraints: Constraints, out_dir: str | Path,
-                   seed: int = 0, progress: bool = True, resume: bool = False) -> SearchResult:
+                   seed: int = 0, progress: bool = True, resume: bool = False,
+                   overwrite: bool = False) -> SearchResult:
     """Run the search and write summary.json, student.json, student.pt, graph.json and
     search_log.jsonl into ``out_dir``.
 
     ``search_checkpoint.pt`` is written every ``config.checkpoint_every`` steps, after the
     last step and on SIGINT/SIGTERM (then :class:`SearchInterrupted` is raised);
     ``resume=True`` continues from it exactly. Without ``resume`` an existing checkpoint is a
-    :class:`KdsearchError`. summary.json is written last: a run stopped early has none.
+    :class:`KdsearchError`, and so is a finished search (a ``summary.json``) unless
+    ``overwrite``: a later distillation may use its student. summary.json is written last: a
+    run stopped early has none.
     """
-    out = ensure_out_dir(out_dir)
+    device = resolve_device(config.device)  # a bad device fails before anything is written
+    out = Path(out_dir)
     if not resume:
         refuse_unfinished(out / CHECKPOINT)  # before any work or write
+        if (out / "summary.json").exists() and not overwrite:
+            raise KdsearchError(f"{out} holds a finished search (summary.json); choose another "
+                                "--out, or pass --overwrite to replace it")
     start = time.perf_counter()
     config = config.resolved(len(dataset.train_labels))
     torch.manual_seed(seed)
     teacher_info = {"model": portable_name(teacher_name), "num_classes": dataset.num_classes,
                     "input_size": list(dataset.input_size)}
     topology = TopologyGraph(teacher, dataset.input_size, constraints)
-    write_json(out / "graph.json", topology.to_json())
     units, mac_model = topology.units, MacModel(topology.units, topology.macs_per_node)
     budget_macs = _checked_budget(budget, topology, teacher_info, units, mac_model, constraints)
     if not units.searchable():
         raise KdsearchError(f"{teacher_name} has no searchable unit under these constraints")
+    out = ensure_out_dir(out)
+    write_json(out / "graph.json", topology.to_json())
 
-    device = resolve_device(config.device)
     numerics = Numerics.for_device(device, config.amp, config.channels_last)
     gated = numerics.place(build_gated(topology.gm, units).to(device))
     search = GatedSearch(gated, numerics.place(teacher.to(device)), mac_model, budget_macs,

@@ -7,7 +7,7 @@
 #   protocol (b), the paper's: from scratch, 10 epochs, cosine lr from 0.05;
 #   protocol (a), prune then fine-tune: from the weights each kept (student.pt), 2 epochs,
 #   cosine lr from 0.01 (hand-designed resnet20 has no teacher weights: fresh).
-# Each search runs 782 steps (one epoch's worth of the full training split, cycling the
+# Each search runs 781 steps (one epoch's worth of the full training split, cycling the
 # subset). Finished runs are skipped: rerun to continue.
 # Usage (from the repository root): bash results/search-quality/run.sh [DATA_DIR] [THREADS]
 set -euo pipefail
@@ -16,7 +16,7 @@ threads=${2:-1}
 teacher=results/teachers/resnet56-cifar100/teacher.pt
 common=(--teacher resnet56 --teacher-weights "$teacher" --dataset cifar100 --data-dir "$data"
         --no-download --subset 10000 --against resnet20 --method kd --seeds 2
-        --baselines l1,random,uniform,depgraph --random-draws 5 --search-steps 782
+        --baselines l1,random,uniform,depgraph --random-draws 5 --search-steps 781
         --threads "$threads" --quiet)
 kdsearch compare "${common[@]}" --init fresh --epochs 10 --lr 0.05 --schedule cosine --out runs/search-quality/b
 kdsearch compare "${common[@]}" --init inherit --epochs 2 --lr 0.01 --schedule cosine --out runs/search-quality/a
