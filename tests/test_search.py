@@ -192,6 +192,10 @@ def test_search_gates_select_and_student_pt_works(tmp_path, demo_teacher, budget
     summary = _searched(tmp_path, demo_teacher, budget)
     # the gates themselves reach zero down to (about) the budget; the ranking only trims
     assert summary["selection"]["macs_from_gates"] <= 1.15 * summary["budget_macs"]
+    # what the search cost: 7 epochs of digits, a small fraction of retraining the student
+    cost = summary["search_cost"]
+    assert cost["images"] == summary["search"]["steps"] * 64 and 6.5 < cost["epochs"] < 7.5
+    assert 0 < cost["fraction_of_retraining"] < 0.1
     # the extracted student, before any retraining, is close to the teacher
     assert summary["teacher_test_acc"] > 97
     assert summary["student_test_acc"] >= 90

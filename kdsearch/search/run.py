@@ -246,6 +246,8 @@ def _summary(train_images, teacher, topology, units, selection, report, counted,
         "selection": {"macs_from_gates": report.from_gates_macs,
                       "removed_by_rank": len(report.removed_by_rank),
                       "restored_by_rank": len(report.restored_by_rank)},
+        # the search's length, and its compute as a fraction of retraining the student
+        "search_cost": search_cost(config, train_images, topology.macs, counted.macs),
         "search": {"steps": config.steps, "final_kl": search.last_kl,
                    "final_lambda": search.lam if search.last_kl is not None else None,
                    "seconds": round(seconds, 2)},

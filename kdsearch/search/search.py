@@ -76,6 +76,7 @@ class GatedSearch:
         self.weight_opt = torch.optim.SGD(weights, lr=config.lr, momentum=0.9,
                                           weight_decay=config.weight_decay)
         self.gate_opt = torch.optim.SGD(gate_params, lr=config.gate_lr)
+        self.weights = weights
         for p in weights:
             p.requires_grad_(config.train_weights)
         self.costs: dict[str, float] = {}  # per unit: the cost of each of its gate elements
@@ -169,6 +170,8 @@ class GatedSearch:
         self.kept_mask = None if mask is None else {uid: m.cpu().clone() for uid, m in
                                                      mask.items()}
         self.selected = state.get("selected")
+        for p in self.weights:
+            p.requires_grad_(self.config.train_weights or self.selected is not None)
 
     def freeze(self, kept: dict[str, torch.Tensor], record: dict) -> None:
         """Fix the selection: gate elements not in ``kept`` (bool per unit) go to zero and
@@ -177,6 +180,8 @@ class GatedSearch:
         the selection."""
         self.kept_mask = {uid: mask.cpu().bool().clone() for uid, mask in kept.items()}
         self.selected = record
+        for p in self.weights:  # the student settles: its weights train from here on
+            p.requires_grad_(True)
         with torch.no_grad():  # a kept gate at zero (restored by the ranking) comes back
             for uid, gate in self.bank.gates.items():
                 revive = kept[uid].to(gate.device) & (gate == 0)
@@ -204,7 +209,7 @@ class GatedSearch:
         self.gate_opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.train_weights or not selecting:
-            self.weight_opt.step()
+            self.weight_opt.step()  # (frozen weights have no gradient and stay as they are)
         self.gate_opt.step()
         if selecting:
             self.proximal_step()
