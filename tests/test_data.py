@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import hashlib
 import io
+import os
 import pickle
 import re
 import tarfile
@@ -339,3 +340,24 @@ def test_shared_cifar100_archive(shared_data_dir):
     mean = ds.train_images.double().mean((0, 2, 3)) / 255
     expected = torch.tensor([0.5071, 0.4865, 0.4409], dtype=torch.double)
     assert torch.allclose(mean, expected, atol=1e-3)
+
+
+def test_an_archive_is_decoded_once_then_read_from_the_cache(tmp_path, fake_counts,
+                                                           monkeypatch):
+    (tmp_path / "data").mkdir()
+    archive = write_fake(tmp_path / "data", "cifar100", "tar.gz-itself")
+    monkeypatch.setenv("KDSEARCH_CACHE", str(tmp_path / "cache"))
+    first = load_dataset("cifar100", data_dir=archive, download=False)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [archive.name]  # untouched
+    assert len(list((tmp_path / "cache" / "decoded").iterdir())) == 1
+
+    def no_decoding(*args):
+        raise AssertionError("the archive was decoded again")
+
+    monkeypatch.setattr(cifar, "read_members", no_decoding)
+    again = load_dataset("cifar100", data_dir=archive, download=False)
+    assert torch.equal(again.train_images, first.train_images)
+    assert torch.equal(again.test_labels, first.test_labels)
+    os.utime(archive, ns=(1, 1))  # another archive at that path: decoded again
+    with pytest.raises(AssertionError, match="decoded again"):
+        load_dataset("cifar100", data_dir=archive, download=False)
