@@ -76,7 +76,7 @@ class TrainConfig:
         """One line describing the lr schedule, saying when milestones were scaled."""
         if self.schedule == "cosine":
             last = self.lr_at(self.epochs)
-            return f"lr {self.lr:g}, cosine to {last:.3g} over {self.epochs} epochs"
+            return f"lr {self.lr:g}, cosine to {last:.3g} over {plural_epochs(self.epochs)}"
         effective = [m for m in self.milestone_epochs() if m < self.epochs]  # a decay after
         if not effective:  # the last epoch changes nothing
             return f"lr {self.lr:g}, constant over {plural_epochs(self.epochs)}"
