@@ -21,6 +21,7 @@ _EXPORTS = {
     "build_model": "kdsearch.models",
     "build_student": "kdsearch.student.spec",
     "count_model": "kdsearch.graph.counting",
+    "evaluate": "kdsearch.evaluate",
     "load_preset": "kdsearch.presets",
     "load_student": "kdsearch.student.spec",
     "register_leaf_module": "kdsearch.graph",
@@ -38,4 +39,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return [*globals(), *__all__]
+    return sorted({*__all__, "__version__"})

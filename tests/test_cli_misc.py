@@ -44,3 +44,49 @@ def test_a_negative_budget_is_named(tmp_path, capsys):
 ])
 def test_schedule_text_names_each_decay_once(epochs, text):
     assert TrainConfig(epochs=epochs).schedule_text().startswith(text)
+
+
+def test_demo_run_and_compare_accept_resume():
+    """After an interrupt they say "rerun with --resume": the flag must be accepted."""
+    from kdsearch.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["demo", "--resume"], ["run", "--config", "x.yaml", "--resume"],
+                 ["compare", "--teacher", "t", "--dataset", "digits", "--against", "s",
+                  "--out", "o", "--resume"]):
+        assert parser.parse_args(argv).resume
+
+
+def test_dir_kdsearch_lists_the_public_names():
+    import kdsearch
+
+    names = dir(kdsearch)
+    assert "evaluate" in names and "search_student" in names
+    assert not {"Any", "annotations", "importlib"} & set(names)
+
+
+def test_eval_command_matches_an_independent_float32_loop(tmp_path, capsys):
+    import json
+
+    import torch
+
+    from kdsearch.data import load_dataset
+    from kdsearch.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("digits_resnet8", 10, 1)
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    assert main(["eval", "digits_resnet8", "--weights", str(tmp_path / "w.pt"), "--dataset",
+                 "digits", "--no-amp", "--teacher", "digits_resnet8", "--teacher-weights",
+                 str(tmp_path / "w.pt"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    data = load_dataset("digits")
+    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
+    std = torch.tensor(data.std).view(1, -1, 1, 1)
+    with torch.no_grad():
+        logits = model.eval()((data.test_images.float() / 255 - mean) / std)
+    expected = 100.0 * float((logits.argmax(1) == data.test_labels).float().mean())
+    assert report["accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert report["teacher_accuracy"] == report["accuracy"]
+    assert report["kl_to_teacher"] == pytest.approx(0.0, abs=1e-6)
+    assert report["macs"] > 0 and report["images"] == len(data.test_labels)

@@ -21,7 +21,8 @@ from kdsearch.distill.distributed import launched
 from kdsearch.errors import KdsearchError, first_line
 
 COMMAND_MODULES = (
-    "flops", "graph", "search", "teacher", "train", "compare", "show", "run", "tune", "demo",
+    "flops", "graph", "search", "teacher", "train", "eval", "compare", "show", "run", "tune",
+    "demo",
 )
 
 NO_COMPUTE = ("show",)  # every other command takes --threads

@@ -75,6 +75,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="trainings at once in N worker processes, sharing --threads "
                              "(default 1; the results do not depend on it)")
     parser.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run; the default anyway: finished steps "
+                             "are skipped and the interrupted one resumes")
 
 
 def run(args: argparse.Namespace) -> int:

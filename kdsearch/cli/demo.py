@@ -9,6 +9,9 @@ from kdsearch.cli.registry import register_command
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="run directory")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run; the default anyway: finished steps "
+                             "are skipped and the interrupted one resumes")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,6 +23,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, metavar="FILE", help="pipeline config (YAML)")
     parser.add_argument("--out", metavar="DIR", help="run directory (default: the config's out)")
     parser.add_argument("--quiet", action="store_true", help="print only the result table")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run; the default anyway: finished steps "
+                             "are skipped and the interrupted one resumes")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -210,19 +210,12 @@ def _teacher_info(settings: Comparison, teacher: nn.Module, dataset: ImageDatase
                                 f"{saved.get('model')} (weights {saved.get('weights')}); "
                                 "use another output directory")
         return saved
-    from kdsearch.data import dataset_batches
+    from kdsearch.evaluate import evaluate
     from kdsearch.graph.counting import count_model
 
     counted = count_model(teacher, dataset.input_size)
-    batches = dataset_batches(dataset, "test", 512, device)
-    correct = 0
-    with torch.no_grad():
-        teacher.to(device)
-        for images, labels in batches:
-            correct += int((teacher(images).argmax(1) == labels).sum())
-        teacher.cpu()
-    summary = {**identity, "macs": counted.macs, "params": counted.params,
-               "acc": 100.0 * correct / len(batches.labels)}
+    accuracy = evaluate(teacher, dataset, device=device)["accuracy"]
+    summary = {**identity, "macs": counted.macs, "params": counted.params, "acc": accuracy}
     write_json(ensure_out_dir(run) / SUMMARY, summary)
     return summary
 

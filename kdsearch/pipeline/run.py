@@ -267,17 +267,6 @@ def first_difference(before: Any, now: Any, where: str = "") -> str | None:
 
 def evaluate_accuracy(model, dataset, device: str) -> float:
     """Top-1 test accuracy (%) of ``model`` (eval mode, no augmentation)."""
-    import torch
+    from kdsearch.evaluate import evaluate
 
-    from kdsearch.data import dataset_batches
-    from kdsearch.distill.config import resolve_device
-
-    device = resolve_device(device)
-    batches = dataset_batches(dataset, "test", 512, device)
-    correct = 0
-    with torch.no_grad():
-        model.to(device).eval()
-        for images, labels in batches:
-            correct += int((model(images).argmax(1) == labels).sum())
-        model.cpu()
-    return 100.0 * correct / len(batches.labels)
+    return evaluate(model, dataset, device=device)["accuracy"]

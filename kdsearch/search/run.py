@@ -7,7 +7,6 @@ independent count of the extracted student.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -19,6 +18,7 @@ import torch.nn as nn
 
 from kdsearch.data import ImageDataset, dataset_batches
 from kdsearch.errors import KdsearchError
+from kdsearch.evaluate import evaluate
 from kdsearch.graph.counting import count_model
 from kdsearch.graph.topology import TopologyGraph
 from kdsearch.graph.units import Constraints, Units
@@ -36,19 +36,27 @@ from kdsearch.search.checkpoint import (
 from kdsearch.search.config import SearchConfig
 from kdsearch.search.cost import MacModel
 from kdsearch.search.gates import build_gated, fold_gates, gate_bank
-from kdsearch.search.search import GatedSearch, kl_to_teacher
+from kdsearch.search.search import GatedSearch
 from kdsearch.search.select import LANDING, SelectionReport, select_to_budget, smallest_macs
 from kdsearch.signals import StopSignals
 from kdsearch.student.extract import Selection, extract_student
 from kdsearch.student.spec import make_spec, student_state
 
 
-@dataclass
+@dataclass(repr=False)
 class SearchResult:
     student: fx.GraphModule
     spec: dict
     summary: dict
     selection: Selection
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (f"SearchResult(student={s['student']['macs'] / 1e6:.2f}M MACs, "
+                f"{s['student']['params']:,} params, {100 * s['budget_fraction']:.1f}% of "
+                f"{s['budget']}; removed {s['channels_removed']} channels, "
+                f"{s['blocks_removed']} blocks; test accuracy {s['student_test_acc']:.2f}% "
+                f"before retraining)")
 
 
 def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset, budget: str,
@@ -206,23 +214,14 @@ def selection_from_record(record: dict) -> tuple[Selection, SelectionReport]:
 
 def _test_metrics(student: nn.Module, teacher: nn.Module, dataset: ImageDataset,
                   numerics: Numerics) -> dict[str, float]:
-    """On the test split (eval mode, no augmentation), on the CPU with the search's numerics
-    where the CPU has them: the student's and the teacher's top-1 accuracy (%) and the mean
-    KL(teacher || student) at T=1 (nats per image), the student as the search leaves it."""
-    cpu = Numerics.for_device(torch.device("cpu"), numerics.amp, numerics.channels_last)
-    student, teacher = (cpu.place(copy.deepcopy(m).eval()) for m in (student, teacher))
-    kl_sum, right, teacher_right = 0.0, 0, 0
-    batches = dataset_batches(dataset, "test", 1024, "cpu", channels_last=cpu.channels_last)
-    with torch.inference_mode(), cpu.autocast():
-        for images, labels in batches:
-            s, t = student(images).float(), teacher(images).float()
-            kl_sum += float(kl_to_teacher(s, t, 1.0)) * len(images)
-            right += int((s.argmax(1) == labels).sum())
-            teacher_right += int((t.argmax(1) == labels).sum())
-    count = max(len(batches.labels), 1)
-    return {"student_test_acc": round(100 * right / count, 3),
-            "teacher_test_acc": round(100 * teacher_right / count, 3),
-            "student_test_kl": round(kl_sum / count, 5)}
+    """On the test split, on the CPU with the search's numerics where the CPU has them: the
+    student's and the teacher's top-1 accuracy (%) and the mean KL(teacher || student) at
+    T=1 (nats per image), the student as the search leaves it."""
+    tested = evaluate(student, dataset, teacher=teacher, device="cpu", amp=numerics.amp,
+                      channels_last=numerics.channels_last)
+    return {"student_test_acc": round(tested["accuracy"], 3),
+            "teacher_test_acc": round(tested["teacher_accuracy"], 3),
+            "student_test_kl": round(tested["kl_to_teacher"], 5)}
 
 
 def _summary(train_images, teacher, topology, units, selection, report, counted, budget,
