@@ -255,7 +255,9 @@ def global_batchnorm(module: nn.Module, device: torch.device) -> Iterator[None]:
 def cpu_global_batch_norm(bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
     """Training-mode BatchNorm of ``x`` with mean and variance over every process's batch
     (two all-reduces forward, two backward); updates ``bn``'s running estimates as
-    ``F.batch_norm`` would with the global batch."""
+    ``F.batch_norm`` would with the global batch. Computed in float32, as BatchNorm is
+    under bf16 autocast."""
+    x = x.float()
     shape = (1, -1) + (1,) * (x.dim() - 2)
     dims = [0, *range(2, x.dim())]
     local = torch.cat([x.sum(dims), x.new_full((1,), x.numel() // x.shape[1])])
