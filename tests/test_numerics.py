@@ -110,8 +110,11 @@ def test_cli_train_prints_and_records_numerics_and_threads(tmp_path, capsys):
                  "128", "--epochs", "1", "--threads", "1", "--no-amp", "--out", str(out)]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert "on cpu (float32, 1 threads)" in first
+    assert "; teacher 44,014 params" in first and "student" not in first  # it trains a teacher
     summary = json.loads((out / "summary.json").read_text())
     assert summary["numerics"] == "float32" and summary["threads"] == 1
+    assert summary["teacher_params"] == 44014 and "student_params" not in summary
+    assert (out / "teacher.pt").is_file()
 
 
 def test_search_records_numerics_and_refuses_a_resume_with_others(tmp_path, capsys,

@@ -12,7 +12,7 @@ from kdsearch.cli.train import OUTPUT_HELP, add_training_args, build_model, conf
 from kdsearch.distill.method import build_method
 from kdsearch.distill.trainer import train
 
-WEIGHTS = "teacher.pt"
+WEIGHTS = "teacher.pt"  # what train(role="teacher") writes
 
 DESCRIPTION = f"""\
 Train MODEL with cross-entropy on a dataset (the teacher for kdsearch search / train).
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(args.model, None, dataset, "model")
     method = build_method("ce", model, None, {}, dataset.input_size)
     train(method, dataset, config_from_args(args), args.out, resume=args.resume,
-          quiet=args.quiet, weights_name=WEIGHTS, info={"model": args.model})
+          quiet=args.quiet, role="teacher", info={"model": args.model})
     return 0
 
 

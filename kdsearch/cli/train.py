@@ -36,7 +36,7 @@ progress bar over epochs on a terminal (one line per epoch otherwise; nothing wi
                   train_time_s, images_per_s
   checkpoint.pt   everything --resume needs (every --checkpoint-every epochs, and at the end)
   summary.json    best test accuracy (over epochs tested on the whole test split) and its
-                  epoch, last-epoch accuracy, time, images/s, the student's params and
+                  epoch, last-epoch accuracy, time, images/s, the network's params and
                   MACs, the numerics (bf16+channels_last or float32) and threads it ran
                   with, the method and every setting
   {weights}      the trained network's state_dict (torch.load(..., weights_only=True))

@@ -78,16 +78,19 @@ def train(
     *,
     resume: bool = False,
     quiet: bool = False,
-    weights_name: str = "student.pt",
+    role: str = "student",
     info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``method.student`` on ``dataset``; write the run into ``out_dir``; return the summary.
 
     ``resume=True`` continues from ``out_dir/checkpoint.pt`` (or starts if there is none);
     without it an ``out_dir`` that already holds a run is a :class:`KdsearchError`. ``info``
-    is copied into the summary (e.g. model names). Raises :class:`TrainingInterrupted` on
-    SIGINT/SIGTERM and :class:`TrainingDiverged` on a non-finite loss, after writing the last
-    completed epoch to ``checkpoint.pt``. The modules are trained in place, on the device.
+    is copied into the summary (e.g. model names). ``role`` names the trained network in
+    what is printed, in the summary (``{role}_params``, ``{role}_macs``) and in its weights
+    file (``{role}.pt``): ``"teacher"`` for ``kdsearch teacher``. Raises
+    :class:`TrainingInterrupted` on SIGINT/SIGTERM and :class:`TrainingDiverged` on a
+    non-finite loss, after writing the last completed epoch to ``checkpoint.pt``. The
+    modules are trained in place, on the device.
     """
     out = ensure_out_dir(out_dir)
     if resume and (out / SUMMARY).exists():
@@ -102,7 +105,7 @@ def train(
     done = restore_run(out, method, optimizer, config, resume, runtime, dist)
     train_batches, test_batches = make_batches(dataset, config, runtime, dist)
     progress = Progress(config.epochs, done, quiet or not dist.is_main)
-    progress.note(header(method, dataset, config, runtime, cost, out, done, dist))
+    progress.note(header(method, dataset, config, runtime, cost, out, done, dist, role))
     checkpoints = (Checkpoints(out / CHECKPOINT, method, optimizer, config, done, runtime)
                    if dist.is_main else NoCheckpoints(done))
     try:
@@ -128,8 +131,7 @@ def train(
         progress.close()
     summary = None
     if dist.is_main:
-        summary = finish(out, method, dataset, config, cost, weights_name, info, progress,
-                         runtime)
+        summary = finish(out, method, dataset, config, cost, role, info, progress, runtime)
     return dist.broadcast(summary)
 
 
@@ -337,11 +339,14 @@ def evaluate(method: DistillMethod, batches: DeviceBatches, runtime: Runtime,
     return 100.0 * dist.all_reduce(correct).item() / len(batches.labels)
 
 
-def finish(out: Path, method, dataset, config, cost, weights_name, info, progress,
+def finish(out: Path, method, dataset, config, cost, role, info, progress,
            runtime: Runtime) -> dict:
-    """Write the student's weights and ``summary.json``; return the summary."""
+    """Write the trained network's weights (``{role}.pt``) and ``summary.json``; return the
+    summary."""
+    weights_name = f"{role}.pt"
     save_weights(method.student, out / weights_name)
-    summary = build_summary(read_jsonl(out / METRICS), method, dataset, config, cost, runtime)
+    summary = build_summary(read_jsonl(out / METRICS), method, dataset, config, cost, runtime,
+                            role)
     summary.update(weights=weights_name, **(info or {}))
     write_json(out / SUMMARY, summary)
     progress.note(
@@ -353,7 +358,7 @@ def finish(out: Path, method, dataset, config, cost, weights_name, info, progres
 
 
 def build_summary(records: list[dict], method, dataset, config: TrainConfig, cost,
-                  runtime: Runtime) -> dict:
+                  runtime: Runtime, role: str = "student") -> dict:
     """The run at a glance: best and last test accuracy (%), speed, student size, settings.
 
     ``best_test_acc`` is the maximum over the epochs tested on the whole test split (first
@@ -378,8 +383,8 @@ def build_summary(records: list[dict], method, dataset, config: TrainConfig, cos
         "epochs": records[-1]["epoch"],
         "total_time_s": sum(record["epoch_time_s"] for record in records),
         "images_per_s": images / train_time if train_time else None,
-        "student_params": cost["params"],
-        "student_macs": cost["macs"],
+        f"{role}_params": cost["params"],
+        f"{role}_macs": cost["macs"],
         "lr_milestone_epochs": config.milestone_epochs(),
         "numerics": runtime.numerics.name,
         "threads": torch.get_num_threads(),
@@ -388,7 +393,7 @@ def build_summary(records: list[dict], method, dataset, config: TrainConfig, cos
 
 
 def header(method, dataset, config, runtime, cost, out, done,
-           dist: Distributed = SINGLE_PROCESS) -> str:
+           dist: Distributed = SINGLE_PROCESS, role: str = "student") -> str:
     """The line printed before training starts."""
     macs = f"{cost['macs'] / 1e6:.2f}M MACs" if cost["macs"] is not None else "MACs unknown"
     start = f"resuming after epoch {done}" if done else "starting"
@@ -399,7 +404,7 @@ def header(method, dataset, config, runtime, cost, out, done,
         batch += f" ({config.batch_size // dist.world_size} per process)"
     return (
         f"{start}: {method.name} on {dataset.name} ({len(dataset.train_labels)} train images) "
-        f"on {where}; student {cost['params']:,} params, {macs}; "
+        f"on {where}; {role} {cost['params']:,} params, {macs}; "
         f"{config.schedule_text()}; {batch}; output {out}"
     )
 

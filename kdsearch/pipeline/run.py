@@ -88,7 +88,7 @@ class PipelineRun:
         model = self.build_model(self.config["teacher"]["model"])
         method = build_method("ce", model, None, {}, self.dataset.input_size)
         train(method, self.dataset, self.train_config(self.config["teacher"]["train"]), folder,
-              resume=True, quiet=self.quiet, weights_name=TEACHER_WEIGHTS,
+              resume=True, quiet=self.quiet, role="teacher",
               info={"model": self.config["teacher"]["model"]})
 
     def evaluate_teacher(self, folder: Path) -> None:
