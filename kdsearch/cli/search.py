@@ -17,12 +17,15 @@ from kdsearch.cli.registry import register_command
 
 DESCRIPTION = """\
 Search a student inside the teacher: gates on every channel group and residual block,
-an L1-gated search that keeps the gated network's outputs close to the teacher's (KL),
-then the kept subgraph is cut out at the MAC budget (MACs of conv and linear layers per
-sample, within [97%, 100%] of the budget).
+an L1-gated search that keeps the gated network's outputs close to the teacher's (KL)
+while the penalty drives gates to zero; after 3/4 of the steps a ranking lands the
+student at the MAC budget (MACs of conv and linear layers per sample, within [97%, 100%]
+of the budget) and fixes it, and the last 1/4 settles the kept weights, so that
+student.pt works before any retraining (its test accuracy is printed).
 
 Writes to --out: summary.json (teacher/student MACs and params, budget, what was removed,
-search time), student.json (architecture spec), student.pt (weights), graph.json
+the gates' own answer before the ranking, student.pt's and the teacher's test accuracy,
+search time and cost), student.json (architecture spec), student.pt (weights), graph.json
 (teacher topology with units), search_log.jsonl (step, KL, penalty, live MACs).
 
 search_checkpoint.pt is written every --checkpoint-every steps; SIGINT/SIGTERM writes it and
@@ -52,7 +55,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="round kept channels to a multiple of N (default: preset)")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--freeze-weights", action="store_true",
-                        help="move only the gates (network weights frozen)")
+                        help="move only the gates while selecting (the weights train only "
+                             "in the settling steps)")
     parser.add_argument("--checkpoint-every", type=positive_int, metavar="N",
                         help="write search_checkpoint.pt every N steps (default: preset, 50; "
                              "also after the last step and on SIGINT/SIGTERM)")

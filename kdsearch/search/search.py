@@ -4,16 +4,25 @@ Objective per step (Gu & Tresp 2020)::
 
     T^2 * KL(softmax(t / T) || softmax(s / T))  +  lambda * sum_j cost_j * |g_j|
 
-with ``s`` the gated network's logits, ``t`` the teacher's (eval mode, no grad), and
-``cost_j`` the MACs gate element ``j`` controls in the current network, divided by the
-largest such cost (so a whole residual block weighs as much as all its channels together).
-The network weights take an SGD step on the KL (weight decay is the ``||w||^2`` term); the
-gates take an SGD step on the KL followed by the proximal step of the penalty,
-``g <- clamp(g - min(gate_lr * lambda * cost, max_shrink), 0, 1)``, so gates reach exactly zero
-(the cap keeps units of equal cost from all dying in the same step). ``lambda`` is
-adapted every step so that the soft MACs (each gate counted as the fraction of its channel
-or block that is kept; gates live in [0, 1]) follow a target that falls linearly from the
-teacher's MACs to the budget over the first ``ramp`` of the steps.
+with ``s`` the gated network's logits, ``t`` the teacher's (no grad), and ``cost_j`` the MACs
+gate element ``j`` controls in the current network, divided by the largest such cost (so a
+whole residual block weighs as much as all its channels together). Both networks run in
+eval mode: BatchNorm keeps the teacher's statistics, because with batch statistics scaling
+every gate of a layer together would cost no KL. The network weights take an SGD step on
+the KL (weight decay is the ``||w||^2`` term); the gates take an SGD step on the KL followed
+by the proximal step of the penalty, ``g <- clamp(g - shrink * f, 0, 1)`` with
+``shrink = min(gate_lr * lambda * cost, max_shrink)``, so gates reach exactly zero (the cap
+keeps units of equal cost from all dying in the same step). ``f = 1 + polarize * sign(mean -
+g)`` over the live gates: gates below the mean fall faster than those above it, so units
+separate instead of falling together. ``lambda`` is adapted every step so that the MACs of
+the gates *above zero* follow a target that falls linearly from the teacher's MACs to the
+budget over the first ``ramp`` of the steps (soft MACs, gate values as fractions, are only
+logged: a gate at 0.5 removes nothing).
+
+The run has two parts (:meth:`GatedSearch.freeze` between them): selecting, then, for the
+last ``settle`` of the steps, the selection fixed (pruned gates held at zero) while the
+weights and the kept gates train on the KL alone, so that the gated network at the end is
+the student that is extracted.
 """
 
 from __future__ import annotations
