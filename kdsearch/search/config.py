@@ -30,6 +30,10 @@ class SearchConfig:
     # the L1 step: a polarising term (PolarizationPruning, NeurIPS 2020) that separates the
     # gates instead of letting them all fall together
     polarize: float = 0.5
+    # while selecting, move each gate's scale back from the weights that read it into the
+    # gate after every step (kdsearch.search.scale): shrinking gates cannot hide in growing
+    # weights
+    transfer_scale: bool = False
     train_weights: bool = True  # False: only the gates move while selecting (weights frozen)
     ce_weight: float = 0.0  # 0: the teacher alone drives the search (unlabeled data is fine)
     cost_refresh: int = 10  # steps between recomputing each gate's MAC cost

@@ -45,6 +45,7 @@ from kdsearch.search.checkpoint import SearchInterrupted
 from kdsearch.search.config import SearchConfig
 from kdsearch.search.cost import MacModel
 from kdsearch.search.gates import GateBank, gate_bank
+from kdsearch.search.scale import ScaleTransfer
 
 
 @dataclass
@@ -88,6 +89,8 @@ class GatedSearch:
         self.weights = weights
         for p in weights:
             p.requires_grad_(config.train_weights)
+        self.transfer = (ScaleTransfer(gated, self.bank)
+                         if config.transfer_scale and config.train_weights else None)
         self.costs: dict[str, float] = {}  # per unit: the cost of each of its gate elements
         # the last step at which each gate element was above zero (-1: never), and its value
         # then (a unit the selection restores comes back at it)
@@ -222,6 +225,8 @@ class GatedSearch:
         self.gate_opt.step()
         if selecting:
             self.proximal_step()
+            if self.transfer is not None:
+                self.transfer.apply(self.bank.gates, self.weight_opt)
         else:
             self._apply_mask()
         gates, kl_value = self.snapshot(kl)  # the step's one copy to the host
