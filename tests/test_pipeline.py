@@ -96,7 +96,7 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path, capsys):
                    " batch_size, budgets, ce_weight, channels_last, checkpoint_every,"
                    " constraints, cost_refresh, device, epochs, gate_lr, lambda_init, lambda_rate,"
                    " log_every, lr, max_shrink, polarize, preset, ramp, settle, steps,"
-                   " temperature, train_weights, weight_decay)")
+                   " temperature, train_weights, transfer_scale, weight_decay)")
 
 
 # -- a run ------------------------------------------------------------------------------------

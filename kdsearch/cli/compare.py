@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from kdsearch.cli.common import MODEL_HELP, add_data_args, data_options, positive_int
+from kdsearch.cli.common import (
+    MODEL_HELP,
+    add_data_args,
+    add_numerics_args,
+    data_options,
+    positive_int,
+)
 from kdsearch.cli.registry import register_command
 from kdsearch.distill.config import SCHEDULES
 
@@ -71,6 +77,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", help="search preset: family name or YAML path "
                                          "(default: chosen by the teacher's family)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    add_numerics_args(parser)
     parser.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                         help="trainings at once in N worker processes, sharing --threads "
                              "(default 1; the results do not depend on it)")
@@ -90,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         budgets=args.budgets, pruning_baseline=args.pruning_baseline,
         baselines=args.baselines, random_draws=args.random_draws, init=args.init,
-        jobs=args.jobs,
+        jobs=args.jobs, amp=args.amp, channels_last=args.channels_last,
         search_steps=args.search_steps, preset=args.preset, device=args.device,
         quiet=args.quiet, data_options=data_options(args))
     run_comparison(settings, args.out)

@@ -78,6 +78,9 @@ class Comparison:
     # trainings at once, in worker processes (several small students share one GPU, or
     # several cores better than threads share one student); the results do not depend on it
     jobs: int = 1
+    # bf16 autocast and channels-last where the device has them (kdsearch.numerics)
+    amp: bool = True
+    channels_last: bool = True
 
     def __post_init__(self) -> None:
         self.against, self.budgets = tuple(self.against), tuple(self.budgets)
@@ -187,11 +190,13 @@ def _setup(settings: Comparison, out: Path) -> Setup:
                             weights=settings.teacher_weights).model.eval()
     preset = settings.preset or model_family(settings.teacher)
     constraints, search = load_preset(preset)
-    search.device = device
+    search.device, search.amp = device, search.amp and settings.amp
+    search.channels_last = search.channels_last and settings.channels_last
     if settings.search_steps:
         search.steps, search.epochs = settings.search_steps, 0.0
     given = {"lr": settings.lr, "batch_size": settings.batch_size}
     train = TrainConfig(epochs=settings.epochs, device=device, schedule=settings.schedule,
+                        amp=settings.amp, channels_last=settings.channels_last,
                         **{k: v for k, v in given.items() if v is not None})
     info = _teacher_info(settings, teacher, dataset, device, out / "teacher")
     return Setup(settings, out, dataset, teacher, info, constraints, search, train, preset)
