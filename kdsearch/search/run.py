@@ -91,6 +91,8 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
     if not units.searchable():
         raise KdsearchError(f"{teacher_name} has no searchable unit under these constraints")
     out = ensure_out_dir(out)
+    if overwrite and not resume:  # the old search is gone from here on: no stale summary
+        (out / "summary.json").unlink(missing_ok=True)
     write_json(out / "graph.json", topology.to_json())
 
     numerics = Numerics.for_device(device, config.amp, config.channels_last)
@@ -135,8 +137,7 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
     tested = _test_metrics(student, teacher, dataset, numerics)
     spec = make_spec(teacher_info, units, selection, counted.macs, counted.params)
     summary = _summary(len(dataset.train_labels), teacher, topology, units, selection, report,
-                       counted, budget,
-                       budget_macs, search, tested, config, constraints, seed,
+                       counted, budget, budget_macs, search, tested, config, constraints, seed,
                        time.perf_counter() - start)
     write_json(out / "student.json", spec)
     save_torch(out / "student.pt", student_state(student))

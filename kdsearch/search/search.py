@@ -96,7 +96,6 @@ class GatedSearch:
         # then (a unit the selection restores comes back at it)
         self.last_alive = {uid: torch.full(g.shape, -1.0) for uid, g in self.bank.gates.items()}
         self.last_value = {uid: torch.ones(g.shape) for uid, g in self.bank.gates.items()}
-        self.shrinking = True  # the live MACs were above the target at the last step
         self.last_kl: float | None = None  # the KL of the last step taken
         # after the selection (:meth:`freeze`): per unit, the gate elements kept, and the
         # selection as plain values; None before
@@ -162,7 +161,6 @@ class GatedSearch:
                 "costs": {uid: float(c) for uid, c in self.costs.items()},
                 "last_alive": {uid: t.clone() for uid, t in self.last_alive.items()},
                 "last_value": {uid: t.clone() for uid, t in self.last_value.items()},
-                "shrinking": self.shrinking,
                 "last_kl": self.last_kl,
                 "kept_mask": None if self.kept_mask is None else {
                     uid: m.clone() for uid, m in self.kept_mask.items()},
@@ -176,7 +174,6 @@ class GatedSearch:
         self.costs = {uid: float(c) for uid, c in state["costs"].items()}
         self.last_alive = {uid: t.cpu().clone() for uid, t in state["last_alive"].items()}
         self.last_value = {uid: t.cpu().clone() for uid, t in state["last_value"].items()}
-        self.shrinking = bool(state["shrinking"])
         self.last_kl = state["last_kl"]
         mask = state.get("kept_mask")
         self.kept_mask = None if mask is None else {uid: m.cpu().clone() for uid, m in
@@ -237,8 +234,7 @@ class GatedSearch:
         if selecting:
             self.record_alive(step, gates)
             # lambda follows the MACs of the gates above zero: a gate at 0.5 removes nothing
-            self.shrinking = live > target
-            self.lam *= (1 + self.config.lambda_rate) if self.shrinking else 1 / (
+            self.lam *= (1 + self.config.lambda_rate) if live > target else 1 / (
                 1 + self.config.lambda_rate)
         return SearchState(step, self.lam, kl_value, self.penalty(gates) if selecting else 0.0,
                            live, self.soft_macs(gates), target,
@@ -268,11 +264,6 @@ class GatedSearch:
                 # above it slower, so the gates separate instead of falling together
                 factor = 1 + polar * torch.sign(mean - gate) if polar else 1.0
                 gate.sub_(shrink * factor).clamp_(0.0, 1.0)
-
-    def clamp_gates(self) -> None:
-        with torch.no_grad():
-            for gate in self.bank.gates.values():
-                gate.clamp_(0.0, 1.0)
 
     def record_alive(self, step: int, gates: dict[str, torch.Tensor]) -> None:
         for uid, gate in gates.items():
