@@ -68,12 +68,6 @@ class Numerics:
             module.to(memory_format=torch.channels_last)
         return module
 
-    def images(self, images: torch.Tensor) -> torch.Tensor:
-        """A 4-d image batch in the memory format of the run."""
-        if self.channels_last and images.dim() == 4:
-            return images.contiguous(memory_format=torch.channels_last)
-        return images
-
 
 FLOAT32_CPU = Numerics("cpu", False, False)
 
