@@ -17,7 +17,7 @@ import warnings
 from kdsearch import __version__
 from kdsearch.cli.common import add_threads_arg
 from kdsearch.cli.registry import COMMANDS
-from kdsearch.distill.distributed import launched
+from kdsearch.distill.distributed import launched, shutdown
 from kdsearch.errors import KdsearchError, first_line
 
 COMMAND_MODULES = (
@@ -69,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             from kdsearch.numerics import set_threads
 
             set_threads(args.threads)  # a pipeline config's `threads` may change it later
-        return args.run(args) or 0
+        code = args.run(args) or 0
+        if launched():
+            shutdown()  # every process finished: leave the process group together
+        return code
     except KdsearchError as err:
         return fail(str(err))
     except BrokenPipeError:  # `kdsearch graph ... | head`: the reader left, as Unix tools do

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,8 @@ class Chain:
             summary = train(method, self.dataset, config, run_dir, resume=self.resume,
                             quiet=self.quiet, info={**self.info, "role": link.role,
                                                     "model": link.label, "guides": guides})
+            if self.dist.world_size > 1:  # this link's DDP reducer goes now, not mid-way
+                gc.collect()  # through the next link's training
         self.records.append(_record(link, guides, run_dir, summary))
         self.guides.append(link)
 

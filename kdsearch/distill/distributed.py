@@ -44,6 +44,7 @@ be resumed with another number of processes (the global batch is the same).
 from __future__ import annotations
 
 import atexit
+import gc
 import inspect
 import os
 from collections.abc import Iterator
@@ -100,9 +101,23 @@ def setup(device: torch.device) -> Distributed:
 
 
 def cleanup() -> None:
-    """Destroy the process group (registered with atexit by :func:`setup`)."""
+    """Destroy the process group (registered with atexit by :func:`setup`, for runs that
+    end in an error; a finished run calls :func:`shutdown`)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def shutdown() -> None:
+    """End a finished run in order on every process: the DDP wrappers and their reducers
+    (kept alive by reference cycles) are collected while the interpreter is whole, all
+    processes meet, then the process group is destroyed. Left to interpreter exit, a gloo
+    process group torn down beside live reducers could abort a process (SIGABRT,
+    "terminate called without an active exception", seen under load)."""
+    if not dist.is_initialized():
+        return
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 @dataclass(frozen=True)
