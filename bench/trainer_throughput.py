@@ -244,6 +244,7 @@ class Search:
     def __init__(self, pair: tuple[str, str], pool: ImageDataset, args: argparse.Namespace):
         from kdsearch.graph.counting import count_model
         from kdsearch.graph.topology import TopologyGraph
+        from kdsearch.graph.units import Constraints
         from kdsearch.numerics import Numerics
         from kdsearch.search.config import SearchConfig
         from kdsearch.search.cost import MacModel
@@ -255,14 +256,15 @@ class Search:
         teacher = build_model(pair[0], num_classes=pool.num_classes)
         calibrate_batchnorm(teacher, pool, args)  # the search runs BatchNorm in eval mode
         student = build_model(pair[1], num_classes=pool.num_classes)
-        topology = TopologyGraph(teacher, pool.input_size)
+        constraints = Constraints()
+        topology = TopologyGraph(teacher, pool.input_size, constraints)
         budget = count_model(student, pool.input_size).macs
         config = SearchConfig(steps=10**6, batch_size=args.batch_size)
         self.numerics = Numerics.for_device(args.device, config.amp, config.channels_last)
         gated = self.numerics.place(build_gated(topology.gm, topology.units).to(args.device))
         self.search = GatedSearch(gated, self.numerics.place(teacher.to(args.device)),
                                   MacModel(topology.units, topology.macs_per_node), budget,
-                                  config, self.numerics)
+                                  config, self.numerics, topology.units, constraints)
         self.search.gated.eval()
         self.batches = iter(dataset_batches(pool, "train", args.batch_size, args.device,
                                             args.seed, channels_last=self.numerics.channels_last))

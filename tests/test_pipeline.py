@@ -94,9 +94,10 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == (f"kdsearch: error: {path}: search: unknown key 'stepz' (allowed: amp,"
                    " batch_size, budgets, ce_weight, channels_last, checkpoint_every,"
-                   " constraints, cost_refresh, device, epochs, gate_lr, lambda_init, lambda_rate,"
-                   " log_every, lr, max_shrink, polarize, preset, ramp, settle, steps,"
-                   " temperature, train_weights, transfer_scale, weight_decay)")
+                   " constraints, cost_refresh, device, epochs, fisher_decay, gate_lr,"
+                   " lambda_init, lambda_rate, log_every, lr, max_shrink, polarize, preset,"
+                   " prune_every, ramp, selector, settle, steps, temperature, train_weights,"
+                   " transfer_scale, weight_decay)")
 
 
 # -- a run ------------------------------------------------------------------------------------

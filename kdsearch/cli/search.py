@@ -16,9 +16,11 @@ from kdsearch.cli.common import (
 from kdsearch.cli.registry import register_command
 
 DESCRIPTION = """\
-Search a student inside the teacher: gates on every channel group and residual block,
-an L1-gated search that keeps the gated network's outputs close to the teacher's (KL)
-while the penalty drives gates to zero; after 3/4 of the steps a ranking lands the
+Search a student inside the teacher: gates on every channel and residual block of a copy
+trained to stay close to the teacher (KL); units are removed progressively, least KL per
+MAC first (by each gate's Fisher information; the preset's `selector: l1` runs the
+L1-penalty search instead) as the MACs follow a target falling to the budget over the
+first half of the steps; after 3/4 of the steps a ranking lands the
 student at the MAC budget (MACs of conv and linear layers per sample, within [97%, 100%]
 of the budget) and fixes it, and the last 1/4 settles the kept weights, so that
 student.pt works before any retraining (its test accuracy is printed).

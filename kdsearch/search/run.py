@@ -37,7 +37,13 @@ from kdsearch.search.config import SearchConfig
 from kdsearch.search.cost import MacModel
 from kdsearch.search.gates import build_gated, fold_gates, gate_bank
 from kdsearch.search.search import GatedSearch
-from kdsearch.search.select import LANDING, SelectionReport, select_to_budget, smallest_macs
+from kdsearch.search.select import (
+    LANDING,
+    SelectionReport,
+    kept_mask,
+    select_to_budget,
+    smallest_macs,
+)
 from kdsearch.signals import StopSignals
 from kdsearch.student.extract import Selection, extract_student
 from kdsearch.student.spec import make_spec, student_state
@@ -98,7 +104,7 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
     numerics = Numerics.for_device(device, config.amp, config.channels_last)
     gated = numerics.place(build_gated(topology.gm, units).to(device))
     search = GatedSearch(gated, numerics.place(teacher.to(device)), mac_model, budget_macs,
-                         config, numerics)
+                         config, numerics, units, constraints)
     batches = dataset_batches(dataset, "train", config.batch_size, device, seed=seed,
                               channels_last=numerics.channels_last)
     log_path = out / "search_log.jsonl"
@@ -154,10 +160,12 @@ def search_cost(config: SearchConfig, train_images: int, teacher_macs: int,
     """The search's length in epochs of the training split, and its compute as a fraction
     of one retraining of the student with KD on the 240-epoch recipe, counting a backward
     pass as two forwards: a search image costs the teacher's forward plus the gated
-    network's forward and backward (4 teacher forwards), a retraining image the teacher's
-    forward plus the student's forward and backward."""
+    network's forward and backward (4 teacher forwards; the fisher selector's second
+    backward while selecting adds 2), a retraining image the teacher's forward plus the
+    student's forward and backward. The gated network is counted at the teacher's size."""
     images = config.steps * config.batch_size
-    search = images * 4 * teacher_macs
+    fisher_images = config.select_steps * config.batch_size if config.selector == "fisher" else 0
+    search = (images * 4 + fisher_images * 2) * teacher_macs
     retrain = RECIPE_EPOCHS * train_images * (teacher_macs + 3 * student_macs)
     return {"images": images, "epochs": round(images / max(train_images, 1), 3),
             "fraction_of_retraining": round(search / retrain, 4)}
@@ -178,20 +186,6 @@ def _checked_budget(budget: str, topology: TopologyGraph, teacher_info: dict, un
             f"budget {budget!r} ({budget_macs / 1e6:.3f}M MACs) is below the smallest "
             f"student these constraints allow ({floor / 1e6:.3f}M MACs)")
     return budget_macs
-
-
-def kept_mask(gates: nn.ParameterDict, selection: Selection) -> dict[str, torch.Tensor]:
-    """Per unit, which gate elements the selection keeps (bool, on the CPU)."""
-    masks = {}
-    for uid, gate in gates.items():
-        mask = torch.ones(gate.shape, dtype=torch.bool)
-        if uid in selection.removed_blocks:
-            mask[:] = False
-        elif uid in selection.kept:
-            mask[:] = False
-            mask[selection.kept[uid]] = True
-        masks[uid] = mask
-    return masks
 
 
 def harden_gates(gates: nn.ParameterDict, selection: Selection) -> None:

@@ -1,6 +1,12 @@
-"""The gated search: KL to the teacher plus a MAC-weighted L1 penalty, proximal updates.
+"""The gated search: a gated copy of the teacher trained on the KL to the teacher, units
+removed until the MACs fit the budget.
 
-Objective per step (Gu & Tresp 2020)::
+Two selectors decide which units go. ``fisher`` (the default, :mod:`kdsearch.search.fisher`)
+holds every gate at 1 or 0 and, every ``prune_every`` steps while the live MACs are above
+the target, removes the units of least Fisher information per MAC saved. ``l1`` trains the
+gates as below.
+
+Objective per step of the ``l1`` selector (Gu & Tresp 2020)::
 
     T^2 * KL(softmax(t / T) || softmax(s / T))  +  lambda * sum_j cost_j * |g_j|
 
@@ -40,10 +46,12 @@ from tqdm import tqdm
 
 from kdsearch.data import DeviceBatches
 from kdsearch.errors import KdsearchError
+from kdsearch.graph.units import Constraints, Units
 from kdsearch.numerics import FLOAT32_CPU, Numerics
 from kdsearch.search.checkpoint import SearchInterrupted
 from kdsearch.search.config import SearchConfig
 from kdsearch.search.cost import MacModel
+from kdsearch.search.fisher import FisherScores, prune_to, sampled_log_likelihood
 from kdsearch.search.gates import GateBank, gate_bank
 from kdsearch.search.scale import ScaleTransfer
 
@@ -74,8 +82,14 @@ class GatedSearch:
     """Runs the search loop on a gated network; call :meth:`run`."""
 
     def __init__(self, gated: fx.GraphModule, teacher: torch.nn.Module, mac_model: MacModel,
-                 budget: int, config: SearchConfig, numerics: Numerics = FLOAT32_CPU):
+                 budget: int, config: SearchConfig, numerics: Numerics = FLOAT32_CPU,
+                 units: Units | None = None, constraints: Constraints | None = None):
+        """``units`` and ``constraints`` are needed by the ``fisher`` selector (the removals
+        keep the constraints)."""
+        if config.selector == "fisher" and (units is None or constraints is None):
+            raise ValueError("the fisher selector needs the units and the constraints")
         self.gated, self.teacher, self.mac_model = gated, teacher.eval(), mac_model
+        self.units, self.constraints = units, constraints
         self.numerics = numerics
         self.bank: GateBank = gate_bank(gated)
         self.budget, self.config = budget, config
@@ -101,6 +115,7 @@ class GatedSearch:
         # selection as plain values; None before
         self.kept_mask: dict[str, torch.Tensor] | None = None
         self.selected: dict | None = None
+        self.fisher = FisherScores(self.bank.gates, config.fisher_decay)
 
     def run(self, batches: DeviceBatches, log=None, progress: bool = True, start: int = 0,
             checkpoints=None, stop=None, end: int | None = None) -> list[SearchState]:
@@ -164,7 +179,8 @@ class GatedSearch:
                 "last_kl": self.last_kl,
                 "kept_mask": None if self.kept_mask is None else {
                     uid: m.clone() for uid, m in self.kept_mask.items()},
-                "selected": self.selected}
+                "selected": self.selected,
+                "fisher": self.fisher.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.gated.load_state_dict(state["gated"])
@@ -179,6 +195,7 @@ class GatedSearch:
         self.kept_mask = None if mask is None else {uid: m.cpu().clone() for uid, m in
                                                      mask.items()}
         self.selected = state.get("selected")
+        self.fisher.load_state_dict(state["fisher"])
         for p in self.weights:
             p.requires_grad_(self.config.train_weights or self.selected is not None)
 
@@ -214,17 +231,21 @@ class GatedSearch:
         kl = kl_to_teacher(logits, teacher_logits, self.config.temperature)
         loss = kl + self.config.ce_weight * F.cross_entropy(logits, labels) \
             if self.config.ce_weight else kl
+        fisher = selecting and self.config.selector == "fisher"
+        if fisher:  # the gates' Fisher information, before the KL's backward frees the graph
+            self.estimate_fisher(logits, teacher_logits, step)
         self.weight_opt.zero_grad(set_to_none=True)
         self.gate_opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.train_weights or not selecting:
             self.weight_opt.step()  # (frozen weights have no gradient and stay as they are)
-        self.gate_opt.step()
-        if selecting:
+        if self.config.selector != "fisher":  # fisher's gates stay at 0/1: masks
+            self.gate_opt.step()
+        if selecting and not fisher:
             self.proximal_step()
             if self.transfer is not None:
                 self.transfer.apply(self.bank.gates, self.weight_opt)
-        else:
+        elif not selecting:
             self._apply_mask()
         gates, kl_value = self.snapshot(kl)  # the step's one copy to the host
         if not math.isfinite(kl_value):  # the gates are NaN too: stop before using them
@@ -233,13 +254,40 @@ class GatedSearch:
         live, target = self.live_macs(gates), self.target_macs(step)
         if selecting:
             self.record_alive(step, gates)
+        if fisher and live > target and (step + 1) % self.config.prune_every == 0:
+            gates = self.prune(gates, target)
+            live = self.live_macs(gates)
+        elif selecting and not fisher:
             # lambda follows the MACs of the gates above zero: a gate at 0.5 removes nothing
             self.lam *= (1 + self.config.lambda_rate) if live > target else 1 / (
                 1 + self.config.lambda_rate)
-        return SearchState(step, self.lam, kl_value, self.penalty(gates) if selecting else 0.0,
+        penalty = self.penalty(gates) if selecting and not fisher else 0.0
+        return SearchState(step, self.lam, kl_value, penalty,
                            live, self.soft_macs(gates), target,
                            {uid: round(float(g.mean()), 5) for uid, g in gates.items()},
                            {uid: int((g > 0).sum()) for uid, g in gates.items()})
+
+    def estimate_fisher(self, logits: torch.Tensor, teacher_logits: torch.Tensor,
+                        step: int) -> None:
+        """Add this batch's estimate of each gate's Fisher information (the gradient of the
+        log-likelihood of labels drawn from the teacher, squared) to the moving averages."""
+        gates = dict(self.bank.gates)
+        likelihood = sampled_log_likelihood(logits, teacher_logits, self.config.temperature,
+                                            step)
+        grads = torch.autograd.grad(likelihood, list(gates.values()), retain_graph=True)
+        # the Fisher information of the gate times its value: a pruned unit (0) ranks last
+        self.fisher.update({uid: g * gates[uid].detach()
+                            for (uid, g) in zip(gates, grads, strict=True)})
+
+    def prune(self, gates: dict[str, torch.Tensor], target: int) -> dict[str, torch.Tensor]:
+        """Remove the units of least Fisher information per MAC until ``target`` is met;
+        the gates after it (host copies)."""
+        masks = prune_to(self.units, self.mac_model, self.constraints, gates, self.fisher,
+                         target, self.last_alive)
+        with torch.no_grad():
+            for uid, gate in self.bank.gates.items():
+                gate.copy_(masks[uid].to(gate.device, gate.dtype))
+        return {uid: mask.float() for uid, mask in masks.items()}
 
     def snapshot(self, kl: torch.Tensor) -> tuple[dict[str, torch.Tensor], float]:
         """Every gate and the KL, copied to the host in one transfer."""

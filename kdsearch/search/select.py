@@ -199,6 +199,20 @@ def _apply(state: _State, uid: str, new_count: int | None) -> str:
     return f"{uid}:{change:+d}"
 
 
+def kept_mask(gates: dict[str, torch.Tensor], selection: Selection) -> dict[str, torch.Tensor]:
+    """Per unit, which gate elements the selection keeps (bool, on the CPU)."""
+    masks = {}
+    for uid, gate in gates.items():
+        mask = torch.ones(gate.shape, dtype=torch.bool)
+        if uid in selection.removed_blocks:
+            mask[:] = False
+        elif uid in selection.kept:
+            mask[:] = False
+            mask[selection.kept[uid]] = True
+        masks[uid] = mask
+    return masks
+
+
 def smallest_macs(units: Units, model: MacModel, constraints: Constraints) -> int:
     """MACs of the smallest student the constraints allow (every unit at its minimum)."""
     searchable = units.searchable()
