@@ -25,7 +25,7 @@ _EXPORTS = {
     "load_preset": "kdsearch.presets",
     "load_student": "kdsearch.student.spec",
     "register_leaf_module": "kdsearch.graph",
-    "search_student": "kdsearch.search.run",
+    "search_student": "kdsearch.student.run",
     "train_student": "kdsearch.distill",
 }
 

@@ -14,9 +14,9 @@ import torch.nn as nn
 
 from kdsearch.graph.counting import count_macs
 from kdsearch.graph.trace import example_input_for, trace_with_shapes
-from kdsearch.graph.units import Constraints, find_units
-from kdsearch.models.resolve import resolve_model
-from kdsearch.student.extract import Selection, extract_student
+from kdsearch.graph.units import Constraints, Selection, find_units
+from kdsearch.student.extract import extract_student
+from kdsearch.student.resolve import resolve_model
 
 DIGITS = (1, 8, 8)
 

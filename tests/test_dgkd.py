@@ -17,8 +17,8 @@ from kdsearch.distill.chain import train_dgkd_chain
 from kdsearch.distill.methods.dgkd import dgkd_loss, sample_guides
 from kdsearch.errors import KdsearchError
 from kdsearch.io import read_json, read_jsonl
-from kdsearch.models.resolve import resolve_model
 from kdsearch.presets import load_preset
+from kdsearch.student.resolve import resolve_model
 
 DIGITS = (1, 8, 8)
 # at T = 2, z_s = [0, 0] vs z_k = [2 ln 3, 0]: p_k = [3/4, 1/4], p_s = [1/2, 1/2]

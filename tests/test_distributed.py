@@ -30,7 +30,7 @@ from kdsearch.distill.distributed import (
     launched,
 )
 from kdsearch.io import read_jsonl
-from kdsearch.models.resolve import resolve_model
+from kdsearch.student.resolve import resolve_model
 
 # float32: DDP computes what one process computes up to the order of float32 sums; in bf16
 # the two shards round differently (weights ~1e-3 apart after an epoch, still one run)

@@ -12,11 +12,12 @@ import torchvision
 from kdsearch.graph import Constraints, TopologyGraph, TraceFailure, register_leaf_module
 from kdsearch.graph.counting import count_macs, count_model
 from kdsearch.graph.trace import trace_with_shapes
+from kdsearch.graph.units import Selection
 from kdsearch.models import build_model, model_names
 from kdsearch.search.cost import MacModel
 from kdsearch.search.gates import build_gated, fold_gates, gate_bank
-from kdsearch.search.run import harden_gates
-from kdsearch.student.extract import Selection, extract_student
+from kdsearch.student.extract import extract_student
+from kdsearch.student.run import harden_gates
 
 ALL = Constraints(keep_stem=False, min_channels=0)
 

@@ -16,7 +16,7 @@ from helpers import assert_same_state, searched_digits_student
 from kdsearch.data import load_dataset
 from kdsearch.distill import TrainConfig, TrainingInterrupted, build_method, get_method, train
 from kdsearch.distill.methods.kdfm import discriminator_loss, generator_loss, resize_to
-from kdsearch.models.resolve import resolve_model
+from kdsearch.student.resolve import resolve_model
 
 DIGITS = (1, 8, 8)
 CIFAR = (3, 32, 32)

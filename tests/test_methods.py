@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from kdsearch.distill import build_method, cross_entropy, get_method, kd_loss, method_names
 from kdsearch.errors import KdsearchError, UnknownNameError
-from kdsearch.models.resolve import resolve_model
+from kdsearch.student.resolve import resolve_model
 
 INPUT_SIZE = (1, 8, 8)
 CLASSES = 10

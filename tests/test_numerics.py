@@ -19,8 +19,8 @@ from kdsearch.distill import TrainConfig, build_method, train
 from kdsearch.distill.config import Runtime
 from kdsearch.errors import KdsearchError
 from kdsearch.io import read_jsonl, write_text
-from kdsearch.models.resolve import resolve_model
 from kdsearch.numerics import Numerics, default_threads, set_threads
+from kdsearch.student.resolve import resolve_model
 
 CPU = torch.device("cpu")
 
@@ -131,7 +131,7 @@ def test_search_records_numerics_and_refuses_a_resume_with_others(tmp_path, caps
         raise KdsearchError("stopped at the selection")
 
     stopped = tmp_path / "stopped"  # stops after the checkpoint of step 4
-    monkeypatch.setattr("kdsearch.search.run.select_to_budget", broken)
+    monkeypatch.setattr("kdsearch.student.run.select_to_budget", broken)
     assert main([*argv, "--out", str(stopped)]) == 2
     assert (stopped / "search_checkpoint.pt").exists()
     monkeypatch.undo()

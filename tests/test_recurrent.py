@@ -25,9 +25,9 @@ from kdsearch.distill.recurrence import (
 from kdsearch.errors import KdsearchError
 from kdsearch.io import read_json
 from kdsearch.models import build_model
-from kdsearch.models.resolve import resolve_model
 from kdsearch.presets import load_preset
-from kdsearch.search.run import search_student
+from kdsearch.student.resolve import resolve_model
+from kdsearch.student.run import search_student
 
 CIFAR = (3, 32, 32)
 DIGITS = (1, 8, 8)

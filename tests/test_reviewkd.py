@@ -13,7 +13,7 @@ from kdsearch.data import load_dataset
 from kdsearch.distill import TrainConfig, build_method, train
 from kdsearch.distill.methods.reviewkd import AttentionFusion, hcl_loss, pair_from_deepest
 from kdsearch.graph.taps import Tap
-from kdsearch.models.resolve import resolve_model
+from kdsearch.student.resolve import resolve_model
 
 DIGITS = (1, 8, 8)
 CIFAR = (3, 32, 32)

@@ -17,8 +17,8 @@ from kdsearch.pipeline.run import evaluate_accuracy
 from kdsearch.search.budget import parse_budget
 from kdsearch.search.config import SearchConfig
 from kdsearch.search.cost import MacModel
-from kdsearch.search.run import search_student
 from kdsearch.search.select import select_to_budget
+from kdsearch.student.run import search_student
 from kdsearch.student.spec import build_student, load_student
 
 TEACHER_MACS = 100_000_000

@@ -9,11 +9,11 @@ import torch
 from kdsearch.data import dataset_batches, load_dataset
 from kdsearch.graph.topology import TopologyGraph
 from kdsearch.graph.units import Constraints
-from kdsearch.models.resolve import resolve_model
 from kdsearch.search.config import SearchConfig
 from kdsearch.search.cost import MacModel
 from kdsearch.search.gates import build_gated, gate_bank
 from kdsearch.search.search import GatedSearch, kl_to_teacher
+from kdsearch.student.resolve import resolve_model
 
 
 def fisher_search(teacher, dataset, **options) -> GatedSearch:

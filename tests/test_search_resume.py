@@ -20,8 +20,8 @@ from kdsearch.graph import Constraints
 from kdsearch.models import build_model
 from kdsearch.search.checkpoint import CHECKPOINT, SearchInterrupted
 from kdsearch.search.config import SearchConfig
-from kdsearch.search.run import search_student
 from kdsearch.search.search import GatedSearch
+from kdsearch.student.run import search_student
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ def test_a_budget_out_of_reach_is_reported(tmp_path, digits, monkeypatch, capsys
         report.budget = budget
         return selection, report
 
-    monkeypatch.setattr("kdsearch.search.run.select_to_budget", short_of_budget)
+    monkeypatch.setattr("kdsearch.student.run.select_to_budget", short_of_budget)
     out = tmp_path / "run"
     assert main(["search", "--teacher", "digits_resnet14", "--dataset", "digits", "--budget",
                  "0.5x", "--steps", "2", "--out", str(out), "--quiet"]) == 0

@@ -18,7 +18,6 @@ from kdsearch.graph import Constraints, TopologyGraph
 from kdsearch.io import read_json, read_jsonl
 from kdsearch.models import build_model
 from kdsearch.search.config import SearchConfig
-from kdsearch.search.run import search_student
 from kdsearch.show import (
     gate_curves,
     graph_layout,
@@ -28,6 +27,7 @@ from kdsearch.show import (
     training_curves,
 )
 from kdsearch.show.run import find_runs
+from kdsearch.student.run import search_student
 
 SEARCH_FIGURES = {"graph", "layer_widths", "stage_macs", "gates"}
 

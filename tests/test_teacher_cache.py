@@ -12,7 +12,7 @@ from kdsearch.distill import teacher_cache as cache_module
 from kdsearch.distill.teacher_cache import TeacherLogitCache, cache_bytes, cached_teacher
 from kdsearch.errors import KdsearchError
 from kdsearch.io import read_jsonl
-from kdsearch.models.resolve import resolve_model
+from kdsearch.student.resolve import resolve_model
 
 
 @pytest.fixture

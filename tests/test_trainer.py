@@ -24,7 +24,7 @@ from kdsearch.distill import (
 )
 from kdsearch.errors import KdsearchError
 from kdsearch.io import read_jsonl
-from kdsearch.models.resolve import resolve_model
+from kdsearch.student.resolve import resolve_model
 
 TIME_KEYS = {"epoch_time_s", "train_time_s", "images_per_s"}
 RECORD_KEYS = {"epoch", "loss", "loss_ce", "loss_kd", "lr", "train_acc", "test_acc",

@@ -13,10 +13,10 @@ from kdsearch.errors import KdsearchError
 from kdsearch.graph import Constraints, TraceFailure
 from kdsearch.graph.counting import count_model
 from kdsearch.models import build_model, model_family
-from kdsearch.models.resolve import resolve_model
 from kdsearch.models.user import is_user_model, portable_name
 from kdsearch.search.config import SearchConfig
-from kdsearch.search.run import search_student
+from kdsearch.student.resolve import resolve_model
+from kdsearch.student.run import search_student
 from kdsearch.student.spec import load_student
 
 NETS = """\

@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from kdsearch.errors import KdsearchError
     from kdsearch.evaluate import evaluate
     from kdsearch.graph.counting import count_model
-    from kdsearch.models.resolve import resolve_model
     from kdsearch.numerics import resolve_device
+    from kdsearch.student.resolve import resolve_model
 
     resolve_device(args.device)  # before the data loads
     if args.teacher_weights and not args.teacher:

@@ -26,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kdsearch.graph.counting import count_model
-    from kdsearch.models.resolve import resolve_model
+    from kdsearch.student.resolve import resolve_model
 
     resolved = resolve_model(args.model, args.num_classes, args.input_size)
     counts = count_model(resolved.model, resolved.input_size)

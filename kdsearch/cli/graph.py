@@ -27,8 +27,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from kdsearch.graph.topology import TopologyGraph, unit_record
     from kdsearch.models import model_family
-    from kdsearch.models.resolve import resolve_model
     from kdsearch.presets import load_preset
+    from kdsearch.student.resolve import resolve_model
 
     resolved = resolve_model(args.model, args.num_classes, args.input_size)
     constraints, _ = load_preset(args.preset or model_family(args.model))

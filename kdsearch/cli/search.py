@@ -77,12 +77,12 @@ def run(args: argparse.Namespace) -> int:
 
     from kdsearch.graph.units import Constraints
     from kdsearch.models import model_family
-    from kdsearch.models.resolve import resolve_model
     from kdsearch.numerics import resolve_device
     from kdsearch.presets import from_mapping, load_preset
     from kdsearch.search.config import SearchConfig
-    from kdsearch.search.run import search_student
     from kdsearch.search.select import LANDING
+    from kdsearch.student.resolve import resolve_model
+    from kdsearch.student.run import search_student
 
     if args.device:
         resolve_device(args.device)  # before the data loads

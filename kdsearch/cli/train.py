@@ -23,8 +23,8 @@ from kdsearch.distill.stages import load_stages, run_stages
 from kdsearch.distill.trainer import train
 from kdsearch.errors import KdsearchError
 from kdsearch.models import model_family
-from kdsearch.models.resolve import resolve_model
 from kdsearch.presets import load_preset
+from kdsearch.student.resolve import resolve_model
 
 OUTPUT_HELP = """\
 Printed: one line with the setup (method, device, student size, lr schedule), then a

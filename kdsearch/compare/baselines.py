@@ -34,13 +34,13 @@ from kdsearch.compare.pruning import l1_channel_scores
 from kdsearch.errors import KdsearchError
 from kdsearch.graph.counting import count_model
 from kdsearch.graph.topology import TopologyGraph
-from kdsearch.graph.units import Constraints, Units
+from kdsearch.graph.units import Constraints, Selection, Units
 from kdsearch.io import ensure_out_dir, save_torch, write_json
 from kdsearch.registry import Registry
 from kdsearch.search.budget import parse_budget
 from kdsearch.search.cost import MacModel
 from kdsearch.search.select import SelectionReport, select_to_budget, smallest_macs
-from kdsearch.student.extract import Selection, extract_student
+from kdsearch.student.extract import extract_student
 from kdsearch.student.spec import make_spec, student_state
 
 CONTROLS: Registry[Callable[..., tuple[Selection, SelectionReport]]] = Registry("control")

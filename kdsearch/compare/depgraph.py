@@ -17,10 +17,9 @@ import torch
 from kdsearch.compare.baselines import register_control
 from kdsearch.errors import KdsearchError
 from kdsearch.graph.topology import TopologyGraph
-from kdsearch.graph.units import Constraints
+from kdsearch.graph.units import Constraints, Selection
 from kdsearch.search.cost import MacModel
 from kdsearch.search.select import SelectionReport, select_to_budget
-from kdsearch.student.extract import Selection
 
 
 def depgraph_scores(topology: TopologyGraph) -> dict[str, torch.Tensor]:

@@ -176,8 +176,8 @@ def _setup(settings: Comparison, out: Path) -> Setup:
     from kdsearch.data import load_dataset
     from kdsearch.distill import get_method
     from kdsearch.models import MODELS, model_family, model_names
-    from kdsearch.models.resolve import resolve_model
     from kdsearch.presets import load_preset
+    from kdsearch.student.resolve import resolve_model
 
     model_names()  # imports the zoo: unknown names fail before any work starts
     for name in settings.against:
@@ -258,7 +258,7 @@ def _found(kind: str, student: str, budget: str, run: Path, **extra) -> Candidat
 
 def _search(setup: Setup, budget: str) -> Path:
     """Search at ``budget`` (or reuse the finished search); the search's folder."""
-    from kdsearch.search.run import search_student
+    from kdsearch.student.run import search_student
 
     settings, run = setup.settings, setup.out / "search" / safe_name(budget)
     if (run / SUMMARY).exists():

@@ -48,9 +48,9 @@ from kdsearch.errors import KdsearchError
 from kdsearch.graph.counting import count_model
 from kdsearch.io import copy_file, ensure_out_dir, read_json, write_json
 from kdsearch.models.checkpoint import load_weights
-from kdsearch.models.resolve import resolve_model
 from kdsearch.search.budget import parse_budget
 from kdsearch.search.config import SearchConfig
+from kdsearch.student.resolve import resolve_model
 
 DEFAULT_ASSISTANTS = 2
 WEIGHTS = "student.pt"
@@ -149,7 +149,7 @@ class Chain:
 
     def searched(self, role: str, budget_macs: int, search_config, constraints) -> Link:
         """The assistant searched at ``budget_macs`` inside the last trained model (nested)."""
-        from kdsearch.search.run import search_student
+        from kdsearch.student.run import search_student
         from kdsearch.student.spec import build_student
 
         parent = self.guides[-1]

@@ -37,7 +37,7 @@ from kdsearch.distill.trainer import SUMMARY, train
 from kdsearch.errors import KdsearchError, UnknownNameError
 from kdsearch.io import copy_file, ensure_out_dir, read_json, read_yaml, write_json
 from kdsearch.models.checkpoint import load_weights
-from kdsearch.models.resolve import resolve_model
+from kdsearch.student.resolve import resolve_model
 
 # Stage keys that override TrainConfig fields, with the types they accept.
 NUMBER = (int, float)

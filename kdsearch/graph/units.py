@@ -15,6 +15,15 @@ UNIT_KINDS = ("channels", "blocks")
 
 
 @dataclass
+class Selection:
+    """A student as a choice of the teacher's units: kept channel indices per channel unit
+    (units not named keep all) and removed blocks."""
+
+    kept: dict[str, list[int]] = field(default_factory=dict)
+    removed_blocks: set[str] = field(default_factory=set)
+
+
+@dataclass
 class Constraints:
     """What the user allows the search to remove.
 

@@ -110,7 +110,7 @@ class PipelineRun:
                            read_json(distill_dir / "summary.json"))
 
     def search(self, budget: str, folder: Path) -> None:
-        from kdsearch.search.run import search_student
+        from kdsearch.student.run import search_student
 
         constraints, config = self.search_setup()
         search_student(self.teacher, self.config["teacher"]["model"], self.dataset, budget,
@@ -232,7 +232,7 @@ class PipelineRun:
         return self._teacher
 
     def build_model(self, name: str):
-        from kdsearch.models.resolve import resolve_model
+        from kdsearch.student.resolve import resolve_model
 
         return resolve_model(name, self.dataset.num_classes, self.dataset.input_size).model
 

@@ -1,2 +1,3 @@
-"""The gated search: budgets, the MAC model, gates, the L1-sparse optimisation, selection to
-the budget, checkpoints, and :func:`kdsearch.search.run.search_student` tying them together."""
+"""The gated search: budgets, the MAC model, gates, the selectors (Fisher, L1), selection to
+the budget and checkpoints. :func:`kdsearch.student.run.search_student` runs it and extracts
+the student."""

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kdsearch.graph.units import Constraints, Units
+from kdsearch.graph.units import Constraints, Selection, Units
 from kdsearch.search.cost import MacModel
-from kdsearch.student.extract import Selection
 
 
 @dataclass

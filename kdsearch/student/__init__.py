@@ -1,1 +1,2 @@
-"""The found student: extraction of the kept subgraph and ``student.json`` specs."""
+"""The found student: extraction of the kept subgraph, ``student.json`` specs, the search run
+that produces them (:mod:`kdsearch.student.run`) and model resolution that knows specs."""

@@ -14,22 +14,13 @@ exactly what the gated network computes.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
 from kdsearch.graph.channels import Layout
-from kdsearch.graph.units import Units
-
-
-@dataclass
-class Selection:
-    """Kept channel indices per channel unit (units not named keep all) and removed blocks."""
-
-    kept: dict[str, list[int]] = field(default_factory=dict)
-    removed_blocks: set[str] = field(default_factory=set)
+from kdsearch.graph.units import Selection, Units
 
 
 def extract_student(gm: fx.GraphModule, units: Units, selection: Selection) -> fx.GraphModule:

@@ -19,9 +19,9 @@ import torch.nn as nn
 from kdsearch.errors import KdsearchError
 from kdsearch.graph.counting import count_macs
 from kdsearch.graph.trace import example_input_for, trace_with_shapes
-from kdsearch.graph.units import Constraints, Units, find_units
+from kdsearch.graph.units import Constraints, Selection, Units, find_units
 from kdsearch.io import read_json
-from kdsearch.student.extract import Selection, extract_student
+from kdsearch.student.extract import extract_student
 
 SPEC_FORMAT = "kdsearch-student/1"
 # Structure only: which units *can* be cut. Search-time constraints do not matter here.

@@ -9,15 +9,18 @@
 #   cosine lr from 0.01 (hand-designed resnet20 has no teacher weights: fresh).
 # Each search runs 781 steps (one epoch's worth of the full training split, cycling the
 # subset). Finished runs are skipped: rerun to continue.
-# Usage (from the repository root): bash results/search-quality/run.sh [DATA_DIR] [THREADS]
+# Usage (from the repository root):
+#   bash results/search-quality/run.sh [DATA_DIR] [THREADS] [JOBS]
+# (JOBS candidates train at once, each on THREADS threads: 2 and 1 on a 2-core machine)
 set -euo pipefail
 data=${1:-../shared/data}
 threads=${2:-1}
+jobs=${3:-1}
 teacher=results/teachers/resnet56-cifar100/teacher.pt
 common=(--teacher resnet56 --teacher-weights "$teacher" --dataset cifar100 --data-dir "$data"
         --no-download --subset 10000 --against resnet20 --method kd --seeds 2
         --baselines l1,random,uniform,depgraph --random-draws 5 --search-steps 781
-        --threads "$threads" --quiet)
+        --threads "$threads" --jobs "$jobs" --quiet)
 kdsearch compare "${common[@]}" --init fresh --epochs 10 --lr 0.05 --schedule cosine --out runs/search-quality/b
 kdsearch compare "${common[@]}" --init inherit --epochs 2 --lr 0.01 --schedule cosine --out runs/search-quality/a
 for protocol in a b; do

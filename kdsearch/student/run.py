@@ -21,7 +21,7 @@ from kdsearch.errors import KdsearchError
 from kdsearch.evaluate import evaluate
 from kdsearch.graph.counting import count_model
 from kdsearch.graph.topology import TopologyGraph
-from kdsearch.graph.units import Constraints, Units
+from kdsearch.graph.units import Constraints, Selection, Units
 from kdsearch.io import append_jsonl, ensure_out_dir, save_torch, write_json
 from kdsearch.models.user import portable_name
 from kdsearch.numerics import Numerics, resolve_device
@@ -45,7 +45,7 @@ from kdsearch.search.select import (
     smallest_macs,
 )
 from kdsearch.signals import StopSignals
-from kdsearch.student.extract import Selection, extract_student
+from kdsearch.student.extract import extract_student
 from kdsearch.student.spec import make_spec, student_state
 
 
