@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, options)
     info = {"student": args.student, "teacher": args.teacher,
             "teacher_weights": args.teacher_weights}
-    chain = method == "dgkd" and not stages
+    chain = get_method(method).trains_a_chain and not stages
     if not chain and (args.assistants is not None or args.assistant_budgets is not None
                       or args.assistant_search_steps is not None):
         raise KdsearchError("--assistants, --assistant-budgets and --assistant-search-steps "
@@ -180,8 +180,7 @@ def run(args: argparse.Namespace) -> int:
         run_chain(args, student, teacher, dataset, config, info)
     else:
         built = build_method(method, student, teacher, options, dataset.input_size)
-        if hasattr(built, "recurrence"):  # a transformed student: say what changed
-            info["recurrence"] = built.recurrence
+        info.update(built.run_info())  # what the method changed (a recurrent student's tying)
         train(built, dataset, config, args.out, resume=args.resume, quiet=args.quiet,
               info=info)
     return 0
@@ -202,7 +201,7 @@ def run_chain(args: argparse.Namespace, student, teacher, dataset, config, info)
     train_dgkd_chain(teacher, student, dataset, config, args.out, assistants,
                      args.assistant_budgets, teacher_name=args.teacher,
                      search_config=search_config, constraints=constraints,
-                     resume=args.resume, quiet=args.quiet, info=info)
+                     resume=args.resume, quiet=args.quiet, info=info, method=args.method)
 
 
 def _family(teacher: str) -> str:

@@ -41,7 +41,7 @@ import torch.nn as nn
 from kdsearch.data.base import ImageDataset
 from kdsearch.distill import distributed
 from kdsearch.distill.config import Runtime, TrainConfig
-from kdsearch.distill.method import build_method
+from kdsearch.distill.method import build_method, get_method, method_names
 from kdsearch.distill.stages import finished_stage
 from kdsearch.distill.trainer import SUMMARY, train
 from kdsearch.errors import KdsearchError
@@ -82,6 +82,7 @@ def train_dgkd_chain(
     resume: bool = False,
     quiet: bool = False,
     info: dict[str, Any] | None = None,
+    method: str | None = None,
 ) -> dict[str, Any]:
     """Train the DGKD chain into ``out_dir``; returns (and writes) ``OUT/summary.json``.
 
@@ -92,12 +93,17 @@ def train_dgkd_chain(
     is not a zoo name) unless ``search_config``/``constraints`` are given; the search runs
     on ``config.device``. ``config.method_options`` (temperature, kd_weight, keep_prob) go
     to every link, except that assistants use ``assistant_keep_prob``. ``student`` is
-    trained in place; the teacher must be trained already.
+    trained in place; the teacher must be trained already. ``method`` trains every link:
+    a registered method that ``trains_a_chain`` (default: the one registered, ``dgkd``).
     """
+    method = method or chain_method()
+    if not get_method(method).trains_a_chain:
+        raise KdsearchError(f"method {method} does not train a chain")
     if assistants is not None and budgets is not None:
         raise KdsearchError("give assistants or assistant budgets, not both")
     out = ensure_out_dir(out_dir)
-    chain = Chain(teacher, teacher_name, dataset, config, out, resume, quiet, info or {})
+    chain = Chain(teacher, teacher_name, dataset, config, out, resume, quiet, info or {},
+                  method)
     if assistants is not None:
         for index, (label, model) in enumerate(chain.given(assistants), start=1):
             chain.train_link(Link(f"assistant{index}", model, label), assistant_keep_prob)
@@ -110,11 +116,17 @@ def train_dgkd_chain(
     return chain.finish()
 
 
+def chain_method() -> str:
+    """The registered method that trains a chain."""
+    return next(name for name in method_names() if get_method(name).trains_a_chain)
+
+
 class Chain:
     """The models trained so far (the guides of the next one) and their run summaries."""
 
-    def __init__(self, teacher, teacher_name, dataset, config, out, resume, quiet, info):
-        self.dataset, self.config, self.out = dataset, config, out
+    def __init__(self, teacher, teacher_name, dataset, config, out, resume, quiet, info,
+                 method: str):
+        self.dataset, self.config, self.out, self.method = dataset, config, out, method
         # under torchrun: rank 0 searches and writes the chain's files, every rank trains
         self.dist = distributed.setup(Runtime.for_config(config).device)
         self.resume, self.quiet, self.info = resume, quiet or not self.dist.is_main, info
@@ -185,7 +197,7 @@ class Chain:
             self.note(f"{link.role} is finished: skipped ({run_dir})")
         else:
             self.note(f"{link.role} ({link.label}) learns from {', '.join(guides)} -> {run_dir}")
-            method = build_method("dgkd", link.model, self.guides[0].model,
+            method = build_method(self.method, link.model, self.guides[0].model,
                                   {**options, "assistants": [g.model for g in self.guides[1:]]},
                                   self.dataset.input_size)
             summary = train(method, self.dataset, config, run_dir, resume=self.resume,

@@ -53,6 +53,13 @@ class DistillMethod(nn.Module):
       constructor accepts exactly these keywords and stores the merged values in
       ``self.options``. The class docstring states the loss formula.
     * ``needs_teacher``: ``False`` for methods that train without a teacher (``ce``).
+    * ``needs_input_size``: ``True`` for methods that build modules from a dry forward pass
+      (the constructor then refuses ``input_size=None``).
+    * ``trains_a_chain``: ``True`` for a method whose guides are trained models of their
+      own (``dgkd``'s assistants): ``kdsearch train`` trains the chain
+      (:mod:`kdsearch.distill.chain`) instead of one run.
+    * :meth:`run_info`: what the method changed that the run's ``summary.json`` should say
+      (a recurrent student's tying); default nothing.
     * ``teacher_logits_only``: ``True`` for methods that use the teacher only through
       ``self.teacher_logits(images)`` on the very batch ``forward_train`` received (``kd``);
       they may then be trained with an exact cache of those logits
@@ -74,6 +81,8 @@ class DistillMethod(nn.Module):
 
     defaults: ClassVar[dict[str, Any]] = {}
     needs_teacher: ClassVar[bool] = True
+    needs_input_size: ClassVar[bool] = False
+    trains_a_chain: ClassVar[bool] = False
     teacher_logits_only: ClassVar[bool] = False  # True: may use --cache-teacher (see above)
     name: ClassVar[str] = ""  # set by @register_method (used in messages)
 
@@ -88,6 +97,8 @@ class DistillMethod(nn.Module):
         super().__init__()
         if self.needs_teacher and teacher is None:
             raise KdsearchError(f"method {self._label()} needs a teacher")
+        if self.needs_input_size and input_size is None:
+            raise KdsearchError(f"method {self._label()} needs input_size (C, H, W)")
         self.options = resolve_options(type(self), options)
         self.input_size = input_size
         self.student = student
@@ -112,6 +123,10 @@ class DistillMethod(nn.Module):
         """The teacher's logits, computed without autograd (safe to use inside a loss)."""
         with torch.no_grad():
             return self.teacher(images)
+
+    def run_info(self) -> dict[str, Any]:
+        """Entries for the run's ``summary.json`` (what the method changed); default none."""
+        return {}
 
     def extra_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters besides the student's (fusion/adapter modules); default none."""

@@ -65,6 +65,7 @@ class DGKD(DistillMethod):
     frozen, kept in eval mode and are part of ``state_dict()``.
     """
 
+    trains_a_chain: ClassVar[bool] = True  # kdsearch train runs kdsearch.distill.chain
     defaults: ClassVar[dict[str, Any]] = {"temperature": 5.0, "kd_weight": 1.0, "keep_prob": 0.75}
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *,

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 
 from kdsearch.distill.losses import cross_entropy, kd_loss
 from kdsearch.distill.method import DistillMethod, register_method
-from kdsearch.errors import KdsearchError
 from kdsearch.graph.taps import WithFeatures, head_after, stage_taps
 
 LEAKY_SLOPE = 0.2
@@ -110,6 +109,7 @@ class KDFM(DistillMethod):
     ``state_dict()``. Neither is part of the exported student.
     """
 
+    needs_input_size: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {
         "ce_weight": 1.0,
         "shared_weight": 1.0,
@@ -125,8 +125,6 @@ class KDFM(DistillMethod):
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *,
                  input_size: tuple[int, int, int] | None = None, **options: Any):
         super().__init__(student, teacher, input_size=input_size, **options)
-        if input_size is None:
-            raise KdsearchError(f"method {self._label()} needs input_size (C, H, W)")
         student_tap = stage_taps(student, input_size)[-1]
         teacher_tap = stage_taps(self.teacher, input_size, preact=True)[-1]
         # Views sharing the networks' modules, kept out of the state_dict (no duplicate keys).

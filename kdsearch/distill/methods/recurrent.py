@@ -72,13 +72,12 @@ class RecurrentKD(DistillMethod):
     weight attention transfer (and mdistiller's AT) uses with this mean reduction.
     """
 
+    needs_input_size: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {"tying": "interleaved", "beta": 1000.0}
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *,
                  input_size: tuple[int, int, int] | None = None, **options: Any):
         super().__init__(student, teacher, input_size=input_size, **options)
-        if input_size is None:
-            raise KdsearchError("method 'recurrent' needs the input size (C, H, W)")
         if self.options["tying"] not in TYINGS:
             raise KdsearchError(f"option tying of method 'recurrent' is one of "
                                 f"{', '.join(TYINGS)}, not {self.options['tying']!r}")
@@ -97,6 +96,9 @@ class RecurrentKD(DistillMethod):
         pairs = pair_stages(len(student_taps), len(teacher_taps))
         self.student_features = WithFeatures(self.student, [student_taps[s] for s, _ in pairs])
         self.teacher_features = WithFeatures(self.teacher, [teacher_taps[t] for _, t in pairs])
+
+    def run_info(self) -> dict[str, Any]:
+        return {"recurrence": self.recurrence}
 
     def forward_train(
         self, images: torch.Tensor, labels: torch.Tensor, epoch: int

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 
 from kdsearch.distill.losses import cross_entropy
 from kdsearch.distill.method import DistillMethod, register_method
-from kdsearch.errors import KdsearchError
 from kdsearch.graph.taps import Tap, WithFeatures, stage_taps
 
 HCL_POOL_SIZES = (4, 2, 1)  # the pyramid of HCL: 4x4, 2x2, 1x1 average-pooled maps
@@ -130,6 +129,7 @@ class ReviewKD(DistillMethod):
     The fusion modules are trained (:meth:`extra_parameters`) but are not the student's.
     """
 
+    needs_input_size: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {
         "ce_weight": 1.0, "review_weight": 1.0, "warmup_epochs": 20,
     }
@@ -137,8 +137,6 @@ class ReviewKD(DistillMethod):
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *,
                  input_size: tuple[int, int, int] | None = None, **options: Any):
         super().__init__(student, teacher, input_size=input_size, **options)
-        if input_size is None:
-            raise KdsearchError(f"method {self._label()} needs input_size (C, H, W)")
         student_taps, teacher_taps = pair_from_deepest(
             stage_taps(student, input_size), stage_taps(self.teacher, input_size, preact=True))
         teacher_final = stage_taps(self.teacher, input_size)[-1]  # pooled after its ReLU
