@@ -163,3 +163,12 @@ def _check_reachable(name: str, units: Units, mac_model: MacModel, constraints: 
         raise KdsearchError(f"budget {budget / 1e6:.3f}M MACs is outside what the {name} "
                             f"control reaches ({floor / 1e6:.3f}M to "
                             f"{teacher_macs / 1e6:.3f}M MACs)")
+
+
+def prune_student(teacher: nn.Module, teacher_name: str, num_classes: int,
+                  input_size: tuple[int, int, int], budget: str, constraints: Constraints,
+                  out_dir: str | Path) -> dict:
+    """The ``l1`` control (filter L1-norm pruning) written into ``out_dir``, as
+    :func:`control_student` writes it."""
+    return control_student("l1", teacher, teacher_name, num_classes, input_size, budget,
+                           constraints, out_dir)

@@ -22,24 +22,18 @@ student, so what is compared is the architecture the L1 criterion chooses.
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
 from kdsearch.errors import KdsearchError
-from kdsearch.graph.counting import count_model
 from kdsearch.graph.topology import TopologyGraph
 from kdsearch.graph.units import Constraints, Selection, Units
-from kdsearch.io import ensure_out_dir, save_torch, write_json
-from kdsearch.search.budget import parse_budget
 from kdsearch.search.cost import MacModel
 from kdsearch.search.select import SelectionReport, select_to_budget, smallest_macs
 from kdsearch.student.extract import extract_student
-from kdsearch.student.spec import make_spec, student_state
 
 
 @dataclass
@@ -91,43 +85,3 @@ def magnitude_prune(model: nn.Module, input_size: tuple[int, int, int], budget_m
                                          per_mac=False)
     student = extract_student(topology.gm, units, selection).eval()
     return PruneResult(student, selection, report, scores, topology)
-
-
-def prune_student(teacher: nn.Module, teacher_name: str, num_classes: int,
-                  input_size: tuple[int, int, int], budget: str, constraints: Constraints,
-                  out_dir: str | Path) -> dict:
-    """Prune at ``budget`` (``like:NAME``, ``0.5x``, ``41M``) and write ``student.json``,
-    ``student.pt`` and ``summary.json`` into ``out_dir`` (as ``kdsearch search`` does);
-    return the summary."""
-    out = ensure_out_dir(out_dir)
-    start = time.perf_counter()
-    teacher_macs = count_model(teacher, input_size).macs
-
-    def macs_of_model(name: str) -> int:
-        from kdsearch.models import build_model
-
-        return count_model(build_model(name, num_classes, input_size[0]), input_size).macs
-
-    budget_macs = parse_budget(budget, teacher_macs, macs_of_model)
-    result = magnitude_prune(teacher.cpu(), input_size, budget_macs, constraints)
-    counted = count_model(result.student, input_size)
-    if counted.macs != result.report.macs:
-        raise RuntimeError(f"internal error: predicted {result.report.macs} MACs, counted "
-                           f"{counted.macs}")
-    info = {"model": teacher_name, "num_classes": num_classes, "input_size": list(input_size)}
-    spec = make_spec(info, result.topology.units, result.selection, counted.macs,
-                     counted.params)
-    summary = {
-        "criterion": "L1 norm of producing filters, normalised by the unit mean",
-        "teacher": {"macs": teacher_macs},
-        "student": {"macs": counted.macs, "params": counted.params},
-        "budget": budget, "budget_macs": budget_macs,
-        "budget_fraction": round(counted.macs / budget_macs, 4),
-        "channels_kept": {uid: len(k) for uid, k in result.selection.kept.items()},
-        "constraints": {**dataclasses.asdict(constraints), "unit_kinds": ["channels"]},
-        "seconds": round(time.perf_counter() - start, 2),
-    }
-    write_json(out / "student.json", spec)
-    save_torch(out / "student.pt", student_state(result.student))
-    write_json(out / "summary.json", summary)
-    return summary
