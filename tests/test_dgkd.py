@@ -178,7 +178,7 @@ def test_chain_searches_trains_each_link_and_skips_finished_ones(digits, tmp_pat
 
 def test_chain_refuses_a_search_done_at_another_budget(digits, tmp_path):
     run_chain(digits, tmp_path, budgets=["0.6x"])
-    with pytest.raises(KdsearchError, match="searched at"):
+    with pytest.raises(KdsearchError, match=r"searched with other settings \(budget: "):
         run_chain(digits, tmp_path, budgets=["0.5x"])
 
 

@@ -10,7 +10,7 @@ import kdsearch
 # stage of each top-level module or package of kdsearch: teacher (data, models) -> graph ->
 # search -> student -> distill -> compare/show -> the orchestrators -> the command line
 STAGES = {
-    "errors": 0, "io": 0, "registry": 0, "signals": 0, "numerics": 0,
+    "errors": 0, "io": 0, "registry": 0, "signals": 0, "numerics": 0, "steps": 0,
     "data": 1, "models": 1,
     "graph": 2,
     "search": 3, "presets": 3,

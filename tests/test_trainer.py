@@ -209,7 +209,7 @@ def test_stages_run_in_turn_and_finished_stages_are_skipped(tmp_path, digits, ca
     for name in ("summary.json", "student.pt"):
         (second / name).unlink()  # as if stage 2 was killed at its very end
     run_stages(stages, method.student, method.teacher, digits, config(), out, resume=True)
-    assert "stage 1 (ce) is finished: skipped" in capsys.readouterr().out
+    assert "stage 1 of 2 (ce): finished, skipped" in capsys.readouterr().out
     assert (first / "summary.json").stat().st_mtime_ns == first_mtime
     assert (second / "summary.json").exists()
     (tmp_path / "stages.yaml").write_text(STAGES.replace("epochs: 1", "epochs: 2", 1))

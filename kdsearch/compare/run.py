@@ -21,7 +21,8 @@ an error naming its folder)::
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -39,10 +40,10 @@ from kdsearch.io import ensure_out_dir, read_json, write_json, write_text
 from kdsearch.models.checkpoint import load_weights
 from kdsearch.registry import unknown_name_message
 from kdsearch.search.config import SearchConfig
+from kdsearch.steps import run_step, setting_changes
 
 SUMMARY = "summary.json"
 INITS = ("fresh", "inherit")
-SEARCH_IRRELEVANT = frozenset({"device", "log_every", "checkpoint_every"})  # do not move a search
 
 
 @dataclass
@@ -258,29 +259,16 @@ def _found(kind: str, student: str, budget: str, run: Path, **extra) -> Candidat
 
 def _search(setup: Setup, budget: str) -> Path:
     """Search at ``budget`` (or reuse the finished search); the search's folder."""
-    from kdsearch.student.run import search_student
+    from kdsearch.student.run import search_changes, search_student
 
     settings, run = setup.settings, setup.out / "search" / safe_name(budget)
-    if (run / SUMMARY).exists():
-        _check_search(run, setup.search.resolved(len(setup.dataset.train_labels)), budget)
-        _note(settings, f"search at {budget}: finished, skipped ({run})")
-    else:
-        _note(settings, f"search at {budget} -> {run}")
-        search_student(setup.teacher, settings.teacher, setup.dataset, budget, setup.search,
-                       setup.constraints, run, seed=settings.first_seed,
-                       progress=not settings.quiet, resume=True)
+    search = partial(search_student, setup.teacher, settings.teacher, setup.dataset, budget,
+                     setup.search, setup.constraints, seed=settings.first_seed,
+                     progress=not settings.quiet, resume=True)
+    run_step(run, lambda folder: search(folder).summary,
+             search_changes(setup.search, len(setup.dataset.train_labels), budget),
+             note=partial(_note, settings), label=f"search at {budget}", made="searched")
     return run
-
-
-def _check_search(run: Path, config: SearchConfig, budget: str) -> None:
-    summary = read_json(run / SUMMARY)
-    saved = {**summary.get("config", {}), "budget": summary.get("budget")}
-    now = {**asdict(config), "budget": budget}
-    changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in now.items()
-               if k not in SEARCH_IRRELEVANT and saved.get(k) != v]
-    if changed:
-        raise KdsearchError(f"{run} was searched with other settings ({'; '.join(changed)}); "
-                            "use another output directory or delete that folder")
 
 
 def _control(setup: Setup, control: str, budget: str, draw: int | None) -> Path:
@@ -288,14 +276,16 @@ def _control(setup: Setup, control: str, budget: str, draw: int | None) -> Path:
     settings, data = setup.settings, setup.dataset
     name = safe_name(f"{control}_{budget}" + ("" if draw is None else f"_draw{draw}"))
     run = setup.out / "controls" / name
-    if (run / SUMMARY).exists():
-        _note(settings, f"{control} control at {budget}: finished, skipped ({run})")
-        return run
-    summary = control_student(control, setup.teacher, settings.teacher, data.num_classes,
-                              data.input_size, budget, setup.constraints, run,
-                              seed=draw or 0)
-    _note(settings, f"{control} control at {budget}: {summary['student']['macs'] / 1e6:.3f}M "
-                    f"MACs ({100 * summary['budget_fraction']:.1f}% of the budget) -> {run}")
+    asked = {"control": control, "budget": budget, "seed": draw or 0}
+    summary, ran = run_step(
+        run, partial(control_student, control, setup.teacher, settings.teacher,
+                     data.num_classes, data.input_size, budget, setup.constraints,
+                     seed=draw or 0),
+        lambda summary: setting_changes(summary, asked), note=partial(_note, settings),
+        label=f"{control} control at {budget}", made="cut")
+    if ran:
+        _note(settings, f"  {summary['student']['macs'] / 1e6:.3f}M MACs "
+                        f"({100 * summary['budget_fraction']:.1f}% of the budget)")
     return run
 
 
@@ -332,18 +322,21 @@ def _worker_train(task: tuple[Candidate, int]) -> dict:
 
 def _train(setup: Setup, candidate: Candidate, seed: int) -> dict:
     """Train ``candidate`` from scratch with ``seed`` (or reuse the finished run)."""
+    from kdsearch.distill.stages import stage_changes
+
+    config = setup.train.replace(seed=seed)
+    summary, _ = run_step(setup.out / "train" / candidate.folder / f"seed{seed}",
+                          partial(_train_run, setup, candidate, config), stage_changes(config),
+                          note=partial(_note, setup.settings), made="trained",
+                          label=f"{candidate.kind} {candidate.student}, seed {config.seed}")
+    return summary
+
+
+def _train_run(setup: Setup, candidate: Candidate, config, run: Path) -> dict:
     from kdsearch.distill import build_method, get_method, train
-    from kdsearch.distill.stages import finished_stage
 
     settings = setup.settings
-    run = setup.out / "train" / candidate.folder / f"seed{seed}"
-    config = setup.train.replace(seed=seed)
-    label = f"{candidate.kind} {candidate.student}, seed {seed}"
-    if (run / SUMMARY).exists():
-        _note(settings, f"{label}: finished, skipped")
-        return finished_stage(run, config)  # an error if it ran with other settings
-    _note(settings, f"{label} -> {run}")
-    torch.manual_seed(seed)  # the student's initialisation
+    torch.manual_seed(config.seed)  # the student's initialisation
     student = candidate.build(setup.dataset)
     if settings.init == "inherit" and candidate.weights is not None:
         load_weights(student, candidate.weights, candidate.student)

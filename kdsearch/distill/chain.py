@@ -32,6 +32,7 @@ import copy
 import dataclasses
 import gc
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from kdsearch.data.base import ImageDataset
 from kdsearch.distill import distributed
 from kdsearch.distill.config import Runtime, TrainConfig
 from kdsearch.distill.method import build_method, get_method, method_names
-from kdsearch.distill.stages import finished_stage
+from kdsearch.distill.stages import ADVICE, stage_changes
 from kdsearch.distill.trainer import SUMMARY, train
 from kdsearch.errors import KdsearchError
 from kdsearch.graph.counting import count_model
@@ -50,6 +51,7 @@ from kdsearch.io import copy_file, ensure_out_dir, read_json, write_json
 from kdsearch.models.checkpoint import load_weights
 from kdsearch.search.budget import parse_budget
 from kdsearch.search.config import SearchConfig
+from kdsearch.steps import finished_step, run_step
 from kdsearch.student.resolve import resolve_model
 
 DEFAULT_ASSISTANTS = 2
@@ -161,23 +163,23 @@ class Chain:
 
     def searched(self, role: str, budget_macs: int, search_config, constraints) -> Link:
         """The assistant searched at ``budget_macs`` inside the last trained model (nested)."""
-        from kdsearch.student.run import search_student
+        from kdsearch.student.run import search_changes, search_student
         from kdsearch.student.spec import build_student
 
         parent = self.guides[-1]
         search_dir = self.out / f"{role}_search"
-        if self.dist.is_main and not (search_dir / SUMMARY).exists():
-            self.note(f"{role}: searching {budget_macs / 1e6:.3f}M MACs inside {parent.label}")
-            search_student(_cpu_copy(parent.model).requires_grad_(True), parent.label,
-                           self.dataset, str(budget_macs), search_config, constraints,
-                           search_dir, seed=self.config.seed, progress=not self.quiet,
-                           resume=True)
+        budget = str(budget_macs)
+        changes = search_changes(search_config, len(self.dataset.train_labels), budget)
+        advice = "restore the budgets and search settings or use another output directory"
+        if self.dist.is_main:
+            search = partial(search_student, _cpu_copy(parent.model).requires_grad_(True),
+                             parent.label, self.dataset, budget, search_config, constraints,
+                             seed=self.config.seed, progress=not self.quiet, resume=True)
+            run_step(search_dir, lambda folder: search(folder).summary, changes, note=self.note,
+                label=f"{role}: searching {budget_macs / 1e6:.3f}M MACs inside {parent.label}",
+                made="searched", advice=advice)
         self.dist.barrier()  # the others read the search's files
-        summary = read_json(search_dir / SUMMARY)
-        if summary.get("budget_macs") != budget_macs:
-            raise KdsearchError(
-                f"{search_dir} was searched at {summary.get('budget_macs')} MACs, not "
-                f"{budget_macs}; restore the budgets or use another output directory")
+        finished_step(search_dir, changes, made="searched", advice=advice)
         torch.manual_seed(self.config.seed)  # fresh weights, reproducibly
         spec = read_json(search_dir / "student.json")
         model = build_student(spec, teacher=_cpu_copy(parent.model), fresh=True)
@@ -191,22 +193,27 @@ class Chain:
             options["keep_prob"] = keep_prob
         config = self.config.replace(method_options=options)
         guides = [guide.label for guide in self.guides]
-        if (run_dir / SUMMARY).exists():
-            summary = finished_stage(run_dir, config)
+        label = f"{link.role} ({link.label}) learning from {', '.join(guides)}"
+        summary, ran = run_step(run_dir, partial(self._train, link, config, guides),
+                                stage_changes(config), note=self.note, label=label,
+                                made="trained", advice=ADVICE)
+        if not ran:
             load_weights(link.model, run_dir / WEIGHTS)
-            self.note(f"{link.role} is finished: skipped ({run_dir})")
-        else:
-            self.note(f"{link.role} ({link.label}) learns from {', '.join(guides)} -> {run_dir}")
-            method = build_method(self.method, link.model, self.guides[0].model,
-                                  {**options, "assistants": [g.model for g in self.guides[1:]]},
-                                  self.dataset.input_size)
-            summary = train(method, self.dataset, config, run_dir, resume=self.resume,
-                            quiet=self.quiet, info={**self.info, "role": link.role,
-                                                    "model": link.label, "guides": guides})
-            if self.dist.world_size > 1:  # this link's DDP reducer goes now, not mid-way
-                gc.collect()  # through the next link's training
         self.records.append(_record(link, guides, run_dir, summary))
         self.guides.append(link)
+
+    def _train(self, link: Link, config: TrainConfig, guides: list[str],
+               run_dir: Path) -> dict[str, Any]:
+        options = config.method_options
+        method = build_method(self.method, link.model, self.guides[0].model,
+                              {**options, "assistants": [g.model for g in self.guides[1:]]},
+                              self.dataset.input_size)
+        summary = train(method, self.dataset, config, run_dir, resume=self.resume,
+                        quiet=self.quiet, info={**self.info, "role": link.role,
+                                                "model": link.label, "guides": guides})
+        if self.dist.world_size > 1:  # this link's DDP reducer goes now, not mid-way through
+            gc.collect()  # the next link's training
+        return summary
 
     def finish(self) -> dict[str, Any]:
         """Copy the student's weights to the top and write the chain's summary."""

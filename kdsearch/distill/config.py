@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from kdsearch.distill.distributed import local_device
 from kdsearch.errors import KdsearchError
 from kdsearch.numerics import Numerics, resolve_device
+from kdsearch.steps import config_changes
 
 RECIPE_EPOCHS = 240
 RECIPE_MILESTONES = (150, 180, 210)
@@ -27,6 +28,11 @@ SCHEDULES = ("step", "cosine")
 @dataclass
 class TrainConfig:
     """Everything that decides how a run trains (the method's own options included)."""
+
+    # settings that may change between an interrupted (or finished) run and its resume:
+    # they do not change what is computed on a given machine, or are about speed only
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset({
+        "checkpoint_every", "device", "compile", "cache_teacher", "eval_every", "test_subset"})
 
     epochs: int = RECIPE_EPOCHS
     batch_size: int = 64
@@ -120,23 +126,10 @@ def plural_epochs(n: int) -> str:
     return f"{n} epoch" + ("" if n == 1 else "s")
 
 
-# Settings that may change between an interrupted run and its resume (they do not change
-# what is computed on a given machine, or are about speed only).
-RESUMABLE_CHANGES = frozenset({"checkpoint_every", "device", "compile", "cache_teacher",
-                               "eval_every", "test_subset"})
-
-
 def resume_conflicts(saved: dict[str, Any], config: TrainConfig) -> list[str]:
-    """``"name: saved -> now"`` for each setting that differs from a checkpoint's config."""
-    current = config.as_dict()
-    conflicts = []
-    for name, value in current.items():
-        before = saved.get(name)
-        if isinstance(value, tuple):
-            before = tuple(before) if before is not None else None
-        if name not in RESUMABLE_CHANGES and before != value:
-            conflicts.append(f"{name}: {before!r} -> {value!r}")
-    return conflicts
+    """``"name: saved -> now"`` for each setting that differs from a checkpoint's config
+    (except :attr:`TrainConfig.RESUMABLE`)."""
+    return config_changes(saved, config)
 
 
 class Runtime:

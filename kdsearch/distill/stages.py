@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,14 @@ import torch.nn as nn
 
 from kdsearch.data.base import ImageDataset
 from kdsearch.data.registry import load_dataset
-from kdsearch.distill.config import TrainConfig, resume_conflicts
+from kdsearch.distill.config import TrainConfig
 from kdsearch.distill.distributed import is_main_process
 from kdsearch.distill.method import build_method, get_method
 from kdsearch.distill.trainer import SUMMARY, train
 from kdsearch.errors import KdsearchError, UnknownNameError
-from kdsearch.io import copy_file, ensure_out_dir, read_json, read_yaml, write_json
+from kdsearch.io import copy_file, ensure_out_dir, read_yaml, write_json
 from kdsearch.models.checkpoint import load_weights
+from kdsearch.steps import config_changes, finished_step, run_step
 from kdsearch.student.resolve import resolve_model
 
 # Stage keys that override TrainConfig fields, with the types they accept.
@@ -129,18 +131,14 @@ def run_stages(
     summaries, weights = [], None
     for index, stage in enumerate(stages, start=1):
         stage_dir = out / f"stage{index}_{stage.method}"
-        if (stage_dir / SUMMARY).exists():
-            summaries.append(finished_stage(stage_dir, stage.config(base_config)))
-            weights = stage_dir / "student.pt"
-            _note(quiet, f"stage {index} ({stage.method}) is finished: skipped ({stage_dir})")
-            continue
-        model = copy.deepcopy(pristine)
-        if weights is not None:
-            load_weights(model, weights)
-        _note(quiet, f"stage {index} of {len(stages)}: {stage.method} -> {stage_dir}")
-        method = build_method(stage.method, model, teacher, stage.options, dataset.input_size)
-        summary = train(method, dataset, stage.config(base_config), stage_dir, resume=resume,
-                        quiet=quiet, info={**(info or {}), "stage": index})
+        config = stage.config(base_config)
+        context = {"pristine": pristine, "weights": weights, "teacher": teacher,
+                   "dataset": dataset, "resume": resume, "quiet": quiet,
+                   "info": {**(info or {}), "stage": index}}
+        summary, _ = run_step(stage_dir, partial(_train_stage, stage, config, **context),
+                              stage_changes(config), note=partial(_note, quiet),
+                              made="trained", advice=ADVICE,
+                              label=f"stage {index} of {len(stages)} ({stage.method})")
         summaries.append(summary)
         weights = stage_dir / "student.pt"
     load_weights(student, weights)
@@ -152,16 +150,29 @@ def run_stages(
     return summary
 
 
-def finished_stage(stage_dir: Path, config: TrainConfig) -> dict[str, Any]:
-    """The summary of a finished stage; :class:`KdsearchError` if it ran with other settings."""
-    summary = read_json(stage_dir / SUMMARY)
-    conflicts = resume_conflicts(summary.get("config", {}), config)
-    if conflicts:
-        raise KdsearchError(
-            f"{stage_dir} was trained with other settings ({'; '.join(conflicts)}); "
-            "restore the stages file or use another output directory"
-        )
-    return summary
+ADVICE = "restore the stages file or use another output directory"
+
+
+def _train_stage(stage: Stage, config: TrainConfig, folder: Path, *, pristine: nn.Module,
+                 weights: Path | None, teacher, dataset, resume: bool, quiet: bool,
+                 info: dict[str, Any]) -> dict[str, Any]:
+    """Train a fresh copy of the student (from the last stage's weights) for ``stage``."""
+    model = copy.deepcopy(pristine)
+    if weights is not None:
+        load_weights(model, weights)
+    method = build_method(stage.method, model, teacher, stage.options, dataset.input_size)
+    return train(method, dataset, config, folder, resume=resume, quiet=quiet, info=info)
+
+
+def stage_changes(config: TrainConfig):
+    """The check of a finished run's recorded config against ``config``."""
+    return lambda summary: config_changes(summary.get("config", {}), config)
+
+
+def finished_stage(stage_dir: Path, config: TrainConfig) -> dict[str, Any] | None:
+    """The summary of a finished run (None when unfinished); :class:`KdsearchError` if it
+    ran with other settings."""
+    return finished_step(stage_dir, stage_changes(config), made="trained", advice=ADVICE)
 
 
 def train_student(

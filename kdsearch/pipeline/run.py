@@ -11,6 +11,7 @@ from kdsearch.io import ensure_out_dir, read_json, write_json
 from kdsearch.numerics import set_threads
 from kdsearch.pipeline.config import check_config, json_ready, load_config, tag
 from kdsearch.pipeline.report import read_comparison, student_row, write_report
+from kdsearch.steps import run_step
 
 TEACHER_WEIGHTS = "teacher.pt"
 FIGURES_INDEX = "figures.json"
@@ -170,16 +171,13 @@ class PipelineRun:
     # -- helpers ----------------------------------------------------------------------------
     def step(self, name: str, folder: Path, done: str, inputs: dict, action) -> None:
         """Run ``action(folder)`` unless ``folder/done`` exists (after checking the inputs)."""
-        check_inputs(folder, inputs)
-        if (folder / done).exists():
-            self.steps[name] = "skipped"
-            self.note(f"[{name}] finished: skipped ({folder})")
-            return
-        self.note(f"[{name}] -> {folder}")
+        check_inputs(folder, inputs)  # recorded in inputs.json before the step starts
         start = time.perf_counter()
-        action(ensure_out_dir(folder))
-        self.steps[name] = "ran"
-        self.seconds[name] = round(time.perf_counter() - start, 2)
+        _, ran = run_step(folder, lambda path: action(path) or {}, lambda _: [], note=self.note,
+                          label=f"[{name}]", done=done)
+        self.steps[name] = "ran" if ran else "skipped"
+        if ran:
+            self.seconds[name] = round(time.perf_counter() - start, 2)
 
     def teacher_inputs(self) -> dict[str, Any]:
         return {"dataset": self.config["dataset"], "teacher": self.config["teacher"],

@@ -22,11 +22,10 @@ import torch
 from kdsearch.errors import KdsearchError
 from kdsearch.io import read_jsonl, save_torch, write_text
 from kdsearch.models.checkpoint import read_checkpoint
+from kdsearch.search.config import SearchConfig
 
 CHECKPOINT = "search_checkpoint.pt"
 CHECKPOINT_FORMAT = "kdsearch-search-checkpoint/1"
-# settings that may change across a resume (they do not move the search)
-RESUMABLE_CHANGES = frozenset({"device", "log_every", "checkpoint_every"})
 
 
 class SearchInterrupted(KeyboardInterrupt):
@@ -126,7 +125,7 @@ def resume_settings(teacher: str, dataset, budget_macs: int, seed: int,
     the numerics it ran with included."""
     plain = json.loads(json.dumps({
         "dataset": dataset.name, "train_images": len(dataset.train_labels),
-        **{f"config.{k}": v for k, v in config.items() if k not in RESUMABLE_CHANGES},
+        **{f"config.{k}": v for k, v in config.items() if k not in SearchConfig.RESUMABLE},
         **{f"constraints.{k}": v for k, v in constraints.items()}}))
     return {"teacher": teacher, "budget_macs": int(budget_macs), "seed": int(seed),
             "numerics": numerics, **plain}

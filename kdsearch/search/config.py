@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 from kdsearch.errors import KdsearchError
 
@@ -12,6 +13,10 @@ SELECTORS = ("fisher", "l1")
 
 @dataclass
 class SearchConfig:
+    # settings that may change across a resume, or for a finished search reused: they do
+    # not move the search
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset({"device", "log_every", "checkpoint_every"})
+
     # the search's length: `steps` when above 0, else `epochs` of the training split (the
     # presets' way: a search on a subset is as short as the subset)
     steps: int = 0

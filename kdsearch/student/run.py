@@ -45,6 +45,7 @@ from kdsearch.search.select import (
     smallest_macs,
 )
 from kdsearch.signals import StopSignals
+from kdsearch.steps import config_changes
 from kdsearch.student.extract import extract_student
 from kdsearch.student.spec import make_spec, student_state
 
@@ -150,6 +151,20 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
     write_json(out / "summary.json", summary)
     (out / CHECKPOINT).unlink(missing_ok=True)  # finished: the run needs no resume
     return SearchResult(student, spec, summary, selection)
+
+
+def search_changes(config: SearchConfig, train_images: int, budget: str):
+    """The check of a finished search's ``summary.json`` against ``config`` (resolved for
+    ``train_images``) and ``budget``: the settings that differ (see :mod:`kdsearch.steps`)."""
+    resolved = config.resolved(train_images)
+
+    def changes(summary: dict) -> list[str]:
+        found = config_changes(summary.get("config", {}), resolved)
+        if summary.get("budget") != budget:
+            found.append(f"budget: {summary.get('budget')!r} -> {budget!r}")
+        return found
+
+    return changes
 
 
 RECIPE_EPOCHS = 240  # the CIFAR distillation recipe a found student is retrained with
