@@ -102,7 +102,10 @@ def test_wrapped_and_parallel_checkpoints_load(tmp_path, small_model, wrapper) -
 
 def test_state_dict_without_bn_counters_loads(small_model) -> None:
     state = {k: v for k, v in small_model.state_dict().items() if "num_batches" not in k}
-    load_weights(build_model("resnet8", num_classes=10), state)
+    fresh = build_model("resnet8", num_classes=10)
+    load_weights(fresh, state)
+    loaded = fresh.state_dict()
+    assert all(torch.equal(loaded[key], value) for key, value in state.items())
 
 
 def test_key_mismatch_lists_missing_and_unexpected(small_model) -> None:

@@ -269,8 +269,8 @@ def test_method_attention_term_is_beta_times_the_loss():
     method = build_method("recurrent", student, teacher, {"beta": 2.0}, DIGITS).eval()
     images = torch.randn(3, *DIGITS)
     _, losses = method.forward_train(images, torch.tensor([0, 1, 2]), epoch=1)
-    _, fs = method.student_features(images)
-    _, ft = method.teacher_features(images)
+    _, fs = method._views["student"](images)
+    _, ft = method._views["teacher"](images)
     expected = 2.0 * attention_transfer_loss(fs, ft)
     assert losses["loss_at"].item() == pytest.approx(expected.item(), rel=1e-6)
 
@@ -295,3 +295,11 @@ def test_cli_trains_a_recurrent_student_with_a_tying_option(tmp_path):
     assert summary["method_options"] == {"tying": "single", "beta": 1000.0}
     assert summary["recurrence"]["params_after"] == summary["student_params"]
     assert summary["student_params"] < summary["recurrence"]["params_before"]
+
+
+def test_method_state_dict_holds_each_weight_once():
+    student, teacher = digits_pair()
+    method = build_method("recurrent", student, teacher, {}, DIGITS)
+    keys = method.state_dict().keys()
+    assert all(key.startswith(("student.", "teacher.")) for key in keys)
+    assert len(keys) == len(student.state_dict()) + len(teacher.state_dict())

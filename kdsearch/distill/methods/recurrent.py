@@ -94,8 +94,11 @@ class RecurrentKD(DistillMethod):
         student_taps = stage_taps(self.student, input_size)
         teacher_taps = stage_taps(self.teacher, input_size)
         pairs = pair_stages(len(student_taps), len(teacher_taps))
-        self.student_features = WithFeatures(self.student, [student_taps[s] for s, _ in pairs])
-        self.teacher_features = WithFeatures(self.teacher, [teacher_taps[t] for _, t in pairs])
+        # views that share the networks' modules, kept out of the module tree so that the
+        # state_dict holds each weight once (their modes follow the shared modules)
+        self._views = {
+            "student": WithFeatures(self.student, [student_taps[s] for s, _ in pairs]),
+            "teacher": WithFeatures(self.teacher, [teacher_taps[t] for _, t in pairs])}
 
     def run_info(self) -> dict[str, Any]:
         return {"recurrence": self.recurrence}
@@ -103,14 +106,9 @@ class RecurrentKD(DistillMethod):
     def forward_train(
         self, images: torch.Tensor, labels: torch.Tensor, epoch: int
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logits, student_features = self.student_features(images)
+        logits, student_features = self._views["student"](images)
         with torch.no_grad():
-            _, teacher_features = self.teacher_features(images)
+            _, teacher_features = self._views["teacher"](images)
         at = attention_transfer_loss(student_features, teacher_features)
         return logits, {"loss_ce": cross_entropy(logits, labels),
                         "loss_at": self.options["beta"] * at}
-
-    def train(self, mode: bool = True) -> RecurrentKD:
-        super().train(mode)
-        self.teacher_features.eval()  # shares the teacher's modules: always eval
-        return self

@@ -22,16 +22,6 @@ from kdsearch.graph.taps import Tap, WithFeatures, stage_taps
 HCL_POOL_SIZES = (4, 2, 1)  # the pyramid of HCL: 4x4, 2x2, 1x1 average-pooled maps
 MAX_MID_CHANNELS = 512
 
-# lambda (``review_weight``) of the authors' CIFAR-100 configs, (teacher, student) -> lambda.
-# Pairs not listed: the default 1.0.
-RECIPE_REVIEW_WEIGHTS: dict[tuple[str, str], float] = {
-    ("wrn_40_2", "wrn_16_2"): 5.0,
-    ("wrn_40_2", "wrn_40_1"): 5.0,
-    ("resnet32x4", "resnet8x4"): 5.0,
-    ("resnet56", "resnet20"): 0.6,
-    ("resnet110", "resnet32"): 1.0,
-}
-
 
 def hcl_loss(student_feats: list[torch.Tensor], teacher_feats: list[torch.Tensor]) -> torch.Tensor:
     """Hierarchical context loss, summed over levels (pairs of ``[N, C, H, W]`` maps).
@@ -125,7 +115,8 @@ class ReviewKD(DistillMethod):
 
     ``review_weight`` (lambda) of the authors' CIFAR-100 configs: 5.0 for the WRN pairs
     and resnet32x4 -> resnet8x4, 0.6 for resnet56 -> resnet20, 1.0 for resnet110 ->
-    resnet32 (:data:`RECIPE_REVIEW_WEIGHTS`); CE weight 1.0, warm-up 20 epochs.
+    resnet32 (pass it with ``--option review_weight=5``; the default is 1.0); CE weight 1.0,
+    warm-up 20 epochs.
     The fusion modules are trained (:meth:`extra_parameters`) but are not the student's.
     """
 
