@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -21,10 +23,24 @@ class Registry(Generic[T]):
     (True, 'demo')
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, builtins: str | tuple[str, ...] = ()):
+        """``builtins``: the modules that define the built-in entries, imported on the first
+        lookup (a package: each of its modules), so that a registry is complete wherever it
+        is read, and adding a built-in is adding a file or a decorated definition."""
         self.kind = kind
         self._items: dict[str, T] = {}
         self._meta: dict[str, dict[str, Any]] = {}
+        self._builtins = (builtins,) if isinstance(builtins, str) else tuple(builtins)
+        self._loaded = not self._builtins
+
+    def _load_builtins(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True  # before importing: the modules register into this registry
+        for name in self._builtins:
+            module = importlib.import_module(name)
+            for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
+                importlib.import_module(f"{name}.{info.name}")
 
     def register(self, name: str | None = None, **meta: Any) -> Callable[[T], T]:
         """Decorator: register the decorated object under ``name`` (default: its __name__)."""
@@ -40,6 +56,7 @@ class Registry(Generic[T]):
         return add
 
     def get(self, name: str) -> T:
+        self._load_builtins()
         if name not in self._items:
             raise UnknownNameError(unknown_name_message(self.kind, name, self.names()))
         return self._items[name]
@@ -49,15 +66,18 @@ class Registry(Generic[T]):
         return self._meta[name]
 
     def names(self) -> list[str]:
+        self._load_builtins()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        self._load_builtins()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
+        self._load_builtins()
         return len(self._items)
 
 

@@ -50,3 +50,4 @@ def test_no_module_imports_a_later_stage():
             if STAGES[module.split(".")[1]] > STAGES[top]:
                 backwards.append(f"{path.relative_to(ROOT)} imports {module}")
     assert backwards == []
+

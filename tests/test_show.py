@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import kdsearch.cli.show  # noqa: F401  (registers the command even before COMMAND_MODULES lists it)
+import kdsearch.cli.show  # noqa: F401  (registers the command)
 from kdsearch.cli import main
 from kdsearch.data import load_dataset
 from kdsearch.distill import TrainConfig, build_method, train

@@ -9,7 +9,6 @@ denied permission) and running out of memory print one line and exit with code 2
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import warnings
@@ -19,11 +18,6 @@ from kdsearch.cli.common import add_threads_arg
 from kdsearch.cli.registry import COMMANDS
 from kdsearch.distill.distributed import launched, shutdown
 from kdsearch.errors import KdsearchError, first_line
-
-COMMAND_MODULES = (
-    "flops", "graph", "search", "teacher", "train", "eval", "compare", "show", "run", "tune",
-    "demo",
-)
 
 NO_COMPUTE = ("show",)  # every other command takes --threads
 
@@ -36,8 +30,6 @@ for plain CNNs); params = learnable parameter elements (BatchNorm buffers exclud
 
 
 def build_parser() -> argparse.ArgumentParser:
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"kdsearch.cli.{name}")
     parser = argparse.ArgumentParser(
         prog="kdsearch", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -18,7 +18,7 @@ class Command:
     multi_process: bool = False  # may run as several processes under torchrun
 
 
-COMMANDS: Registry[Command] = Registry("command")
+COMMANDS: Registry[Command] = Registry("command", builtins="kdsearch.cli")  # its modules
 
 
 def register_command(name: str, help: str, configure, run, description: str = "",

@@ -43,7 +43,8 @@ from kdsearch.search.select import SelectionReport, select_to_budget, smallest_m
 from kdsearch.student.extract import extract_student
 from kdsearch.student.spec import make_spec, student_state
 
-CONTROLS: Registry[Callable[..., tuple[Selection, SelectionReport]]] = Registry("control")
+CONTROLS: Registry[Callable[..., tuple[Selection, SelectionReport]]] = Registry(
+    "control", builtins="kdsearch.compare.depgraph")  # the others are defined below
 
 
 def register_control(name: str, unit_kinds: tuple[str, ...], criterion: str):
@@ -99,8 +100,6 @@ def choose_uniform(topology: TopologyGraph, mac_model: MacModel, budget: int,
 
 
 def control_names() -> list[str]:
-    from kdsearch.compare import depgraph  # noqa: F401  (registers itself)
-
     return CONTROLS.names()
 
 
@@ -110,7 +109,6 @@ def control_student(name: str, teacher: nn.Module, teacher_name: str, num_classe
     """Cut control ``name`` from ``teacher`` at ``budget`` (``like:NAME``, ``0.5x``, ``41M``);
     write ``student.json``, ``student.pt`` and ``summary.json`` into ``out_dir``; return the
     summary."""
-    control_names()
     choose, meta = CONTROLS.get(name), CONTROLS.meta(name)
     out = ensure_out_dir(out_dir)
     start = time.perf_counter()

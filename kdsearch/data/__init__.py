@@ -5,7 +5,6 @@
 (torch.Size([1437, 1, 8, 8]), 10)
 """
 
-from kdsearch.data import cifar, digits, synthetic  # noqa: F401  (register the loaders)
 from kdsearch.data.base import ImageDataset
 from kdsearch.data.batches import DeviceBatches, dataset_batches
 from kdsearch.data.registry import DATASETS, dataset_names, load_dataset, register_dataset

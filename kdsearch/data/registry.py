@@ -25,7 +25,8 @@ from kdsearch.data.base import ImageDataset
 from kdsearch.errors import KdsearchError
 from kdsearch.registry import Registry
 
-DATASETS: Registry = Registry("dataset")
+DATASETS: Registry = Registry("dataset", builtins=(
+    "kdsearch.data.cifar", "kdsearch.data.digits", "kdsearch.data.synthetic"))
 register_dataset = DATASETS.register
 
 # Options about where files live: meaningless, hence ignored, for loaders without files.

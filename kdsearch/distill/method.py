@@ -28,7 +28,8 @@ import yaml
 from kdsearch.errors import KdsearchError
 from kdsearch.registry import Registry, unknown_name_message
 
-METHODS: Registry[type[DistillMethod]] = Registry("distillation method")
+METHODS: Registry[type[DistillMethod]] = Registry("distillation method",
+                                                builtins="kdsearch.distill.methods")
 
 
 def register_method(name: str):
@@ -153,13 +154,11 @@ def freeze(model: nn.Module) -> nn.Module:
 
 def method_names() -> list[str]:
     """Registered method names, sorted (imports the built-in methods first)."""
-    _import_methods()
     return METHODS.names()
 
 
 def get_method(name: str) -> type[DistillMethod]:
     """The method class registered as ``name``; :class:`UnknownNameError` with close matches."""
-    _import_methods()
     return METHODS.get(name)
 
 
@@ -220,5 +219,3 @@ def _as_number(what: str, value: Any, kind: type) -> int | float:
     return number
 
 
-def _import_methods() -> None:
-    import kdsearch.distill.methods  # noqa: F401  (the built-in methods register themselves)

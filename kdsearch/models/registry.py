@@ -17,7 +17,7 @@ from kdsearch.errors import KdsearchError
 from kdsearch.models.user import build_user_model, is_user_model
 from kdsearch.registry import Registry, unknown_name_message
 
-MODELS: Registry = Registry("model")
+MODELS: Registry = Registry("model", builtins="kdsearch.models.zoo")
 register_model = MODELS.register
 
 TORCHVISION_PREFIX = "torchvision:"
@@ -29,7 +29,6 @@ def build_model(name: str, num_classes: int = 100, in_channels: int = 3) -> nn.M
         return build_user_model(name, num_classes, in_channels)
     if name.startswith(TORCHVISION_PREFIX):
         return _build_torchvision(name[len(TORCHVISION_PREFIX):], num_classes, in_channels)
-    _import_zoo()
     return MODELS.get(name)(num_classes=num_classes, in_channels=in_channels)
 
 
@@ -39,17 +38,11 @@ def model_family(name: str) -> str:
         return "torchvision"
     if is_user_model(name):
         return "generic"
-    _import_zoo()
     return MODELS.meta(name).get("family", "generic")
 
 
 def model_names() -> list[str]:
-    _import_zoo()
     return MODELS.names()
-
-
-def _import_zoo() -> None:
-    import kdsearch.models.zoo  # noqa: F401  (registers the zoo)
 
 
 def _build_torchvision(arch: str, num_classes: int, in_channels: int) -> nn.Module:
