@@ -23,10 +23,12 @@ class Registry(Generic[T]):
     (True, 'demo')
     """
 
-    def __init__(self, kind: str, builtins: str | tuple[str, ...] = ()):
+    def __init__(self, kind: str, builtins: str | tuple[str, ...] = (), hint: str = ""):
         """``builtins``: the modules that define the built-in entries, imported on the first
         lookup (a package: each of its modules), so that a registry is complete wherever it
-        is read, and adding a built-in is adding a file or a decorated definition."""
+        is read, and adding a built-in is adding a file or a decorated definition. ``hint``
+        ends the unknown-name error (what else the name may be)."""
+        self.hint = hint
         self.kind = kind
         self._items: dict[str, T] = {}
         self._meta: dict[str, dict[str, Any]] = {}
@@ -58,7 +60,8 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         self._load_builtins()
         if name not in self._items:
-            raise UnknownNameError(unknown_name_message(self.kind, name, self.names()))
+            message = unknown_name_message(self.kind, name, self.names())
+            raise UnknownNameError(f"{message}; {self.hint}" if self.hint else message)
         return self._items[name]
 
     def meta(self, name: str) -> dict[str, Any]:

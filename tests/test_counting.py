@@ -77,3 +77,5 @@ def test_flops_command_unknown_model(capsys):
     assert main(["flops", "resnet65"]) == 2
     err = capsys.readouterr().err
     assert "unknown model 'resnet65'" in err and "resnet56" in err and len(err.splitlines()) == 1
+    # what else a model name may be
+    assert "torchvision:NAME" in err and "FILE.py:NAME" in err and "student.json" in err

@@ -257,9 +257,10 @@ def test_teacher_then_train_commands(tmp_path, capsys):
     student = ["--student", "digits_resnet8", "--teacher", "digits_resnet8_half", *data]
     weights = ["--teacher-weights", str(tmp_path / "t" / "teacher.pt")]
     assert run_command("train", [*student, *weights, "--out", str(tmp_path / "s")]) == 0
-    assert "untrained" not in capsys.readouterr().err
+    assert "random weights" not in capsys.readouterr().err
     assert run_command("train", [*student, "--out", str(tmp_path / "u"), "--quiet"]) == 0
-    assert "warning: teacher is untrained" in capsys.readouterr().err
+    assert "warning: no --teacher-weights: the teacher digits_resnet8_half has random" in \
+        capsys.readouterr().err
     with pytest.raises(KdsearchError, match="did you mean: kd"):
         run_command("train", [*student, "--method", "kdd", "--out", str(tmp_path / "x")])
 
@@ -288,3 +289,15 @@ def test_sigkill_at_several_points_then_resume_matches_an_uninterrupted_run(tmp_
     run_to_the_end(argv, tmp_path / "whole")
     assert_same_weights(tmp_path / "whole" / "student.pt", tmp_path / "cut" / "student.pt")
     assert scores(tmp_path / "whole") == scores(tmp_path / "cut")
+
+
+def test_no_untrained_teacher_warning_for_a_users_own_factory(capsys):
+    """A ``FILE.py:NAME`` factory may load its own weights: no warning; a zoo name does."""
+    from kdsearch.student.resolve import warn_untrained_teacher
+
+    warn_untrained_teacher("my_models.py:pretrained_net", None)
+    warn_untrained_teacher("resnet56", "teacher.pt")
+    assert capsys.readouterr().err == ""
+    warn_untrained_teacher("resnet56", None)
+    assert capsys.readouterr().err.count("\n") == 1
+

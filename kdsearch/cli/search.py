@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from kdsearch.presets import from_mapping, load_preset
     from kdsearch.search.config import SearchConfig
     from kdsearch.search.select import LANDING
-    from kdsearch.student.resolve import resolve_model
+    from kdsearch.student.resolve import resolve_model, warn_untrained_teacher
     from kdsearch.student.run import search_student
 
     if args.device:
@@ -90,9 +90,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = dataset_from_args(args)
     teacher = resolve_model(args.teacher, dataset.num_classes, dataset.input_size,
                             weights=args.teacher_weights).model
-    if not args.teacher_weights:
-        print("kdsearch: warning: no --teacher-weights: an untrained teacher gives a "
-              "meaningless student", file=sys.stderr)
+    warn_untrained_teacher(args.teacher, args.teacher_weights)
     constraints, config = load_preset(args.preset or model_family(args.teacher))
     overrides = {"steps": args.steps, "epochs": 0.0 if args.steps else None,
                  "device": args.device,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 
 import torch
 
@@ -24,7 +23,7 @@ from kdsearch.distill.trainer import train
 from kdsearch.errors import KdsearchError
 from kdsearch.models import model_family
 from kdsearch.presets import load_preset
-from kdsearch.student.resolve import resolve_model
+from kdsearch.student.resolve import resolve_model, warn_untrained_teacher
 
 OUTPUT_HELP = """\
 Printed: one line with the setup (method, device, student size, lr schedule), then a
@@ -216,10 +215,7 @@ def build_teacher(args: argparse.Namespace, dataset) -> torch.nn.Module:
     if not args.teacher:
         raise KdsearchError("this method needs a teacher: pass --teacher MODEL "
                             "(and --teacher-weights PATH)")
-    if not args.teacher_weights:
-        print(f"warning: teacher is untrained: {args.teacher} has random weights (pass "
-              "--teacher-weights PATH, e.g. the teacher.pt of kdsearch teacher)",
-              file=sys.stderr)
+    warn_untrained_teacher(args.teacher, args.teacher_weights)
     return build_model(args.teacher, args.teacher_weights, dataset, "teacher")
 
 

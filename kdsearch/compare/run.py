@@ -20,7 +20,6 @@ an error naming its folder)::
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -41,6 +40,7 @@ from kdsearch.models.checkpoint import load_weights
 from kdsearch.registry import unknown_name_message
 from kdsearch.search.config import SearchConfig
 from kdsearch.steps import run_step, setting_changes
+from kdsearch.student.resolve import warn_untrained_teacher
 
 SUMMARY = "summary.json"
 INITS = ("fresh", "inherit")
@@ -155,9 +155,7 @@ class Candidate:
 def run_comparison(settings: Comparison, out_dir: str | Path) -> list[dict]:
     """Run (or continue) the comparison; write the report files; return the table's rows
     (one dict per kind and student, keys :data:`~kdsearch.compare.stats.COLUMNS`)."""
-    if not settings.teacher_weights:
-        print("kdsearch: warning: no --teacher-weights: the teacher is untrained, so the "
-              "search and the distillation are meaningless", file=sys.stderr)
+    warn_untrained_teacher(settings.teacher, settings.teacher_weights)
     setup = _setup(settings, ensure_out_dir(out_dir))
     candidates = _candidates(setup)
     tasks = [(candidate, seed) for candidate in candidates for seed in settings.seed_list]

@@ -17,7 +17,9 @@ from kdsearch.errors import KdsearchError
 from kdsearch.models.user import build_user_model, is_user_model
 from kdsearch.registry import Registry, unknown_name_message
 
-MODELS: Registry = Registry("model", builtins="kdsearch.models.zoo")
+MODELS: Registry = Registry(
+    "model", builtins="kdsearch.models.zoo",
+    hint="or torchvision:NAME, your own FILE.py:NAME or package.module:NAME, or a student.json")
 register_model = MODELS.register
 
 TORCHVISION_PREFIX = "torchvision:"

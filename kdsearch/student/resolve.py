@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,3 +81,14 @@ def _classes_out(model: nn.Module, input_size: tuple[int, int, int]) -> int:
         raise KdsearchError(f"{type(model).__name__} must return logits [batch, classes], "
                             f"got {getattr(out, 'shape', type(out).__name__)}")
     return out.shape[1]
+
+
+def warn_untrained_teacher(name: str, weights: str | None) -> None:
+    """One line on stderr when the teacher ``name`` gets no weights: a random teacher makes
+    the search and the distillation meaningless. Silent for a user's own model
+    (``FILE.py:NAME``, ``package.module:NAME``), whose factory may load its own weights."""
+    if weights or is_user_model(name):
+        return
+    print(f"kdsearch: warning: no --teacher-weights: the teacher {name} has random weights, "
+          "so what it teaches is meaningless (pass --teacher-weights PATH, e.g. the "
+          "teacher.pt of kdsearch teacher)", file=sys.stderr, flush=True)
