@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 
+from kdsearch.cli import main
 from kdsearch.models import build_model
 
 DIGITS = ["--dataset", "digits"]
@@ -286,3 +287,13 @@ def test_only_training_commands_run_under_torchrun(monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == (
         "kdsearch: error: kdsearch flops runs as one process; under torchrun only train and "
         "teacher run (with DistributedDataParallel)")
+
+
+def test_warnings_are_one_line_on_the_command_line(tmp_path, capsys):
+    """A Python warning (recurrent finds nothing to tie in digits_resnet8) reads as one line,
+    without the source line Python's default format adds."""
+    assert main(["train", "--student", "digits_resnet8", "--method", "recurrent", "--dataset",
+                 "digits", "--subset", "64", "--epochs", "1", "--quiet", "--out",
+                 str(tmp_path / "run")]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "recurrent" in line]
+    assert lines == [lines[0]] and lines[0].startswith("kdsearch: warning: recurrent: ")

@@ -50,7 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    with warnings.catch_warnings():  # the caller's warning settings come back afterwards
+        warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+        warnings.showwarning = one_line_warning
+        return run_main(argv)
+
+
+def run_main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(negative_values_attached(sys.argv[1:] if argv is None else argv))
     try:
@@ -83,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         detail = f": {err}" if str(err) else ""
         print(f"kdsearch: interrupted{detail}", file=sys.stderr, flush=True)
         return 130
+
+
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as the command line shows it: ``kdsearch: warning: MESSAGE``, one line, no
+    source line (those are for the Python API, where ``warnings`` keeps its own format)."""
+    print(f"kdsearch: warning: {first_line(str(message))}", file=file or sys.stderr,
+          flush=True)
 
 
 def negative_values_attached(argv: list[str]) -> list[str]:
