@@ -292,8 +292,11 @@ def test_only_training_commands_run_under_torchrun(monkeypatch, capsys):
 def test_warnings_are_one_line_on_the_command_line(tmp_path, capsys):
     """A Python warning (recurrent finds nothing to tie in digits_resnet8) reads as one line,
     without the source line Python's default format adds."""
-    assert main(["train", "--student", "digits_resnet8", "--method", "recurrent", "--dataset",
+    code = main(["train", "--student", "digits_resnet8", "--teacher", "digits_resnet14",
+                 "--method", "recurrent", "--dataset",
                  "digits", "--subset", "64", "--epochs", "1", "--quiet", "--out",
-                 str(tmp_path / "run")]) == 0
-    lines = [line for line in capsys.readouterr().err.splitlines() if "recurrent" in line]
+                 str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "recurrent" in line]
     assert lines == [lines[0]] and lines[0].startswith("kdsearch: warning: recurrent: ")
