@@ -171,3 +171,12 @@ def test_an_interrupted_run_exits_130_and_the_same_command_continues(tmp_path, c
                                 "distill 0.5x": "ran"}
     epochs = [json.loads(line)["epoch"] for line in (distill / "metrics.jsonl").open()]
     assert epochs == [1, 2, 3]
+
+
+def test_the_results_table_gives_the_teacher_the_accuracy_of_the_weights_used():
+    from kdsearch.pipeline import results_table
+
+    table = results_table({"teacher": {"model": "teacher", "best_acc": None, "last_acc": 97.5},
+                           "students": [], "comparison": None})
+    assert "| teacher | - | - | - | 97.50 |" in table
+    assert "The teacher has only the accuracy of the weights every step uses" in table

@@ -98,7 +98,7 @@ def _draw_panel(ax, panel: Panel) -> None:
     if panel.teacher:
         t = panel.teacher
         ax.plot([t.macs], [t.mean], marker="*", markersize=16, color="black",
-                linestyle="none", label="teacher")
+                linestyle="none", label="teacher (its weights as used)")
     ax.set_title(panel.title, fontsize=13)
     ax.set_xlabel("MACs per sample (millions)", fontsize=12)
     ax.tick_params(labelsize=11)

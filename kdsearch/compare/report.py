@@ -38,7 +38,8 @@ def _csv_value(key: str, value) -> str:
 
 WHAT_IS_COMPARED = """\
 - **Teacher** {teacher} (weights: {weights}): {teacher_macs} MACs, {teacher_params} params,
-  test accuracy {teacher_acc:.2f}%.
+  test accuracy {teacher_acc:.2f}% (of the weights every candidate learns from; for a teacher
+  trained by kdsearch, its last epoch).
 - **Students**: each hand-designed student, and a student searched inside the teacher at its
   MAC budget (`like:NAME`; one search per budget: seed {first_seed}, {search_steps},
   preset {preset}).{controls}

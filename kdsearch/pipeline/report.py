@@ -61,6 +61,9 @@ def results_table(results: dict[str, Any]) -> str:
              "|---|---:|---:|---:|---:|"]
     lines += [f"| {r['model']} | {_millions(r['macs'])} | {_thousands(r['params'])} | "
               f"{_pct(r['best_acc'])} | {_pct(r['last_acc'])} |" for r in rows]
+    lines.append("\nbest acc: the best test accuracy over the epochs of a training (mean over "
+                 "seeds in the compare rows); last acc: after its last epoch. The teacher has "
+                 "only the accuracy of the weights every step uses (its last epoch).")
     return "\n".join(lines)
 
 

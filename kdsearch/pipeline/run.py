@@ -77,8 +77,10 @@ class PipelineRun:
         self.step("teacher", folder, done, self.teacher_inputs(),
                   self.train_teacher if trained else self.evaluate_teacher)
         summary = read_json(folder / done)
+        # the teacher's accuracy is that of the weights every later step uses (its last
+        # epoch): "last", as in comparison.md; no "best" (no step uses the best epoch's)
         return {"model": "teacher", "architecture": self.config["teacher"]["model"],
-                "best_acc": summary["best_test_acc"], "last_acc": summary["last_test_acc"]}
+                "best_acc": None, "last_acc": summary["last_test_acc"]}
 
     def train_teacher(self, folder: Path) -> None:
         import torch
