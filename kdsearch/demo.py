@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kdsearch.pipeline import check_config, load_config, results_table, run_pipeline
+from kdsearch.pipeline.report import headline
 from kdsearch.presets import search_spaces_dir
 
 DEMO_CONFIG = "pipeline_demo.yaml"
@@ -37,8 +38,16 @@ def run_demo(out_dir: str | Path, quiet: bool = False,
     ``threads`` its ``threads: 1``."""
     config = config if config is not None else demo_config()
     results = run_pipeline(config, out_dir, quiet=quiet, threads=threads)
-    print(results_table(results) + "\n" + describe(check_config(config)))
-    print(f"run directory: {results['out']}")
+    print("\n" + results_table(results) + "\n" + describe(check_config(config)))
+    out = Path(results["out"])
+    if results["comparison"]:
+        print(headline(results))
+    print(f"table: {out / 'results.md'}")
+    if results["comparison"]:
+        print(f"comparison: {out / 'compare' / 'comparison.md'}, "
+              f"{out / 'compare' / 'comparison.png'}")
+    if results["figures"]:
+        print(f"figures: {out / 'figures'}")
     return results
 
 

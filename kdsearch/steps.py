@@ -46,12 +46,13 @@ def finished_step(folder: Path, changes: Callable[[dict[str, Any]], list[str]], 
                   made: str = "made", advice: str = "use another output directory or "
                   "delete that folder", done: str = SUMMARY) -> dict[str, Any] | None:
     """The summary of the finished step in ``folder`` (None when unfinished): its ``done``
-    file, ``summary.json`` unless the step says otherwise.
+    file, ``summary.json`` unless the step says otherwise (a file that is not ``.json``
+    only marks the step finished: its summary is empty).
     :class:`KdsearchError` when ``changes(summary)`` names a setting that differs:
     ``"FOLDER was MADE with other settings (...); ADVICE"``."""
     if not (folder / done).exists():
         return None
-    summary = read_json(folder / done)
+    summary = read_json(folder / done) if done.endswith(".json") else {}  # else: a marker
     found = changes(summary)
     if found:
         raise KdsearchError(f"{folder} was {made} with other settings ({'; '.join(found)}); "
@@ -73,4 +74,6 @@ def run_step(folder: Path, action: Callable[[Path], dict[str, Any] | None],
         return summary, False
     note(f"{label} -> {folder}")
     summary = action(ensure_out_dir(folder))
-    return (read_json(folder / done) if summary is None else summary), True
+    if summary is None:
+        summary = read_json(folder / done) if done.endswith(".json") else {}
+    return summary, True

@@ -23,7 +23,14 @@ def test_demo_runs_and_continues(tmp_path, capsys):
     config["distill"]["epochs"] = 1
     results = demo.run_demo(tmp_path, quiet=True, config=config)
     printed = capsys.readouterr().out
-    assert "| teacher |" in printed and f"run directory: {tmp_path}" in printed
+    assert "| teacher |" in printed
+    # it ends with the headline, then where the table, the comparison and the figures are
+    lines = printed.strip().splitlines()
+    assert lines[-4].startswith("searched at like:digits_resnet8 (")
+    assert lines[-3:] == [f"table: {tmp_path / 'results.md'}",
+                          f"comparison: {tmp_path / 'compare' / 'comparison.md'}, "
+                          f"{tmp_path / 'compare' / 'comparison.png'}",
+                          f"figures: {tmp_path / 'figures'}"]
     teacher_macs = results["students"][0]["teacher_macs"]
     assert [s["model"] for s in results["students"]] == ["searched @ 0.5x", "searched @ 0.15x"]
     rows = results["students"] + results["comparison"]

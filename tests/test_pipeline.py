@@ -180,3 +180,17 @@ def test_the_results_table_gives_the_teacher_the_accuracy_of_the_weights_used():
                            "students": [], "comparison": None})
     assert "| teacher | - | - | - | 97.50 |" in table
     assert "The teacher has only the accuracy of the weights every step uses" in table
+
+
+def test_the_headline_puts_each_searched_student_against_the_hand_designed_one(tmp_path):
+    from kdsearch.pipeline.report import headline, read_comparison
+
+    (tmp_path / "c.csv").write_text(
+        "kind,student,budget,macs,seeds,best_acc_mean,best_diff,best_p\n"
+        "hand-designed,r8,like:r8,431328,2,98.5,,\n"
+        "searched,t searched @ like:r8,like:r8,430322,2,99.25,0.75,0.0312\n"
+        "random,t random @ like:r8,like:r8,430000,2,97.0,-1.5,0.2\n")
+    line = headline({"comparison": read_comparison(tmp_path / "c.csv")})
+    assert line == ("searched at like:r8 (0.430M MACs) vs r8 (0.431M): best test accuracy "
+                    "99.25% vs 98.50%, difference +0.75 points (Welch p 0.0312; 2 seeds)")
+    assert headline({"comparison": None}) == ""

@@ -118,18 +118,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: dict, out: str) -> None:
-    teacher, student = summary["teacher"], summary["student"]
-    print(f"teacher  {teacher['macs'] / 1e6:9.2f}M MACs  {teacher['params'] / 1e6:7.3f}M params")
-    print(f"student  {student['macs'] / 1e6:9.2f}M MACs  {student['params'] / 1e6:7.3f}M params"
-          f"  ({100 * summary['budget_fraction']:.1f}% of the {summary['budget_macs'] / 1e6:.2f}M"
-          " budget)")
-    print(f"removed  {summary['channels_removed']}/{summary['channels_total']} searchable "
-          f"channels, {summary['blocks_removed']}/{summary['blocks_total']} blocks; "
-          f"search {summary['search_seconds']:.1f}s; the gates alone asked for "
-          f"{summary['selection']['macs_from_gates'] / summary['budget_macs']:.2f}x the budget")
-    print(f"student.pt before retraining: test accuracy {summary['student_test_acc']:.2f}% "
-          f"(teacher {summary['teacher_test_acc']:.2f}%), KL(teacher||student) "
-          f"{summary['student_test_kl']:.4f} nats per test image at T=1")
+    from kdsearch.student.run import summary_text
+
+    print(summary_text(summary))
     print(f"wrote {out}/summary.json, student.json, student.pt, graph.json, search_log.jsonl")
 
 

@@ -257,14 +257,19 @@ def _found(kind: str, student: str, budget: str, run: Path, **extra) -> Candidat
 
 def _search(setup: Setup, budget: str) -> Path:
     """Search at ``budget`` (or reuse the finished search); the search's folder."""
-    from kdsearch.student.run import search_changes, search_student
+    from kdsearch.student.run import search_changes, search_student, summary_text
 
     settings, run = setup.settings, setup.out / "search" / safe_name(budget)
     search = partial(search_student, setup.teacher, settings.teacher, setup.dataset, budget,
                      setup.search, setup.constraints, seed=settings.first_seed,
                      progress=not settings.quiet, resume=True)
-    run_step(run, lambda folder: search(folder).summary,
-             search_changes(setup.search, len(setup.dataset.train_labels), budget),
+
+    def searched(folder: Path) -> dict:
+        summary = search(folder).summary
+        _note(settings, summary_text(summary))
+        return summary
+
+    run_step(run, searched, search_changes(setup.search, len(setup.dataset.train_labels), budget),
              note=partial(_note, settings), label=f"search at {budget}", made="searched")
     return run
 
@@ -344,7 +349,7 @@ def _train_run(setup: Setup, candidate: Candidate, config, run: Path) -> dict:
             "teacher_weights": settings.teacher_weights,
             "init": "inherited" if settings.init == "inherit" and candidate.weights else "fresh"}
     return train(method, setup.dataset, config, run, resume=True, quiet=settings.quiet,
-                 info=info)
+                 info=info, brief=True)  # many trainings: their result lines only
 
 
 # -- report -----------------------------------------------------------------------------------

@@ -9,10 +9,12 @@ from tqdm import tqdm
 
 
 class Progress:
-    """A tqdm bar over epochs on a terminal; one line per epoch otherwise; nothing if quiet."""
+    """One line per epoch (on a terminal above a tqdm bar over the epochs, so the history
+    stays when the run ends, and shows on a terminal of no size); ``brief``: the bar only;
+    nothing if quiet."""
 
-    def __init__(self, epochs: int, done: int, quiet: bool):
-        self.quiet = quiet
+    def __init__(self, epochs: int, done: int, quiet: bool, brief: bool = False):
+        self.quiet, self.brief = quiet, brief
         interactive = not quiet and sys.stderr.isatty()
         self.bar = tqdm(total=epochs, initial=done, unit="epoch", disable=not interactive)
         self.epochs = epochs
@@ -27,15 +29,13 @@ class Progress:
 
     def epoch_done(self, record: dict) -> None:
         test = test_text(record)
+        if not self.brief:
+            self.note(f"epoch {record['epoch']}/{self.epochs}  loss {record['loss']:.4f}  "
+                      f"train {record['train_acc']:.2f}%  test {test}  "
+                      f"lr {record['lr']:.4g}  {record['images_per_s']:.0f} img/s")
         if not self.bar.disable:
             self.bar.set_postfix(loss=f"{record['loss']:.3f}", test=test)
             self.bar.update()
-        elif not self.quiet:
-            print(
-                f"epoch {record['epoch']}/{self.epochs}  loss {record['loss']:.4f}  "
-                f"train {record['train_acc']:.2f}%  test {test}  "
-                f"lr {record['lr']:.4g}  {record['images_per_s']:.0f} img/s", flush=True,
-            )
 
     def close(self) -> None:
         self.bar.close()

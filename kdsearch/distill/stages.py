@@ -124,8 +124,10 @@ def run_stages(
     resume: bool = False,
     quiet: bool = False,
     info: dict[str, Any] | None = None,
+    brief: bool = False,
 ) -> dict[str, Any]:
-    """Train ``student`` through ``stages``; returns (and writes) ``OUT/summary.json``."""
+    """Train ``student`` through ``stages``; returns (and writes) ``OUT/summary.json``.
+    ``brief``: no per-epoch lines (see :func:`~kdsearch.distill.trainer.train`)."""
     out = ensure_out_dir(out_dir)
     pristine = copy.deepcopy(student)  # each stage gets a fresh module (no leftover hooks)
     summaries, weights = [], None
@@ -133,7 +135,7 @@ def run_stages(
         stage_dir = out / f"stage{index}_{stage.method}"
         config = stage.config(base_config)
         context = {"pristine": pristine, "weights": weights, "teacher": teacher,
-                   "dataset": dataset, "resume": resume, "quiet": quiet,
+                   "dataset": dataset, "resume": resume, "quiet": quiet, "brief": brief,
                    "info": {**(info or {}), "stage": index}}
         summary, _ = run_step(stage_dir, partial(_train_stage, stage, config, **context),
                               stage_changes(config), note=partial(_note, quiet),
@@ -155,13 +157,14 @@ ADVICE = "restore the stages file or use another output directory"
 
 def _train_stage(stage: Stage, config: TrainConfig, folder: Path, *, pristine: nn.Module,
                  weights: Path | None, teacher, dataset, resume: bool, quiet: bool,
-                 info: dict[str, Any]) -> dict[str, Any]:
+                 brief: bool, info: dict[str, Any]) -> dict[str, Any]:
     """Train a fresh copy of the student (from the last stage's weights) for ``stage``."""
     model = copy.deepcopy(pristine)
     if weights is not None:
         load_weights(model, weights)
     method = build_method(stage.method, model, teacher, stage.options, dataset.input_size)
-    return train(method, dataset, config, folder, resume=resume, quiet=quiet, info=info)
+    return train(method, dataset, config, folder, resume=resume, quiet=quiet, info=info,
+                 brief=brief)
 
 
 def stage_changes(config: TrainConfig):

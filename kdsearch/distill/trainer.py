@@ -80,8 +80,12 @@ def train(
     quiet: bool = False,
     role: str = "student",
     info: dict[str, Any] | None = None,
+    brief: bool = False,
 ) -> dict[str, Any]:
     """Train ``method.student`` on ``dataset``; write the run into ``out_dir``; return the summary.
+
+    Printed: the setup line, one line per epoch (``brief``: none, for orchestrators that run
+    many trainings) and the result line; nothing when ``quiet``.
 
     ``resume=True`` continues from ``out_dir/checkpoint.pt`` (or starts if there is none);
     without it an ``out_dir`` that already holds a run is a :class:`KdsearchError`. ``info``
@@ -104,7 +108,7 @@ def train(
     optimizer = build_optimizer(method, config)
     done = restore_run(out, method, optimizer, config, resume, runtime, dist)
     train_batches, test_batches = make_batches(dataset, config, runtime, dist)
-    progress = Progress(config.epochs, done, quiet or not dist.is_main)
+    progress = Progress(config.epochs, done, quiet or not dist.is_main, brief=brief)
     progress.note(header(method, dataset, config, runtime, cost, out, done, dist, role))
     checkpoints = (Checkpoints(out / CHECKPOINT, method, optimizer, config, done, runtime)
                    if dist.is_main else NoCheckpoints(done))

@@ -67,6 +67,32 @@ def results_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def headline(results: dict[str, Any]) -> str:
+    """One line per searched student of the comparison against the hand-designed one at its
+    budget: best test accuracy, the difference and its Welch p (mean over seeds); "" when
+    the run has no comparison."""
+    rows = results.get("comparison") or []
+    hand = {row["budget"]: row for row in rows if row["kind"] == "hand-designed"}
+    lines = []
+    for row in rows:
+        other = hand.get(row["budget"])
+        if row["kind"] != "searched" or other is None:
+            continue
+        seeds = row["seeds"]
+        p = (f"Welch p {row['best_p']:.3g}; {seeds} seeds" if seeds > 1
+             and row["best_p"] is not None else f"{seeds} seed{'s' if seeds > 1 else ''}, "
+             "no p-value")
+        lines.append(f"searched at {row['budget']} ({_millions(row['macs'])} MACs) vs "
+                     f"{other['student']} ({_millions(other['macs'])}): best test accuracy "
+                     f"{_pct(row['best_acc_mean'])}% vs {_pct(other['best_acc_mean'])}%, "
+                     f"difference {_signed(row['best_diff'])} points ({p})")
+    return "\n".join(lines)
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f}"
+
+
 def _millions(value: int | None) -> str:
     return "-" if value is None else f"{value / 1e6:.3f}M"
 

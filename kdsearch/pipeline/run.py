@@ -92,7 +92,7 @@ class PipelineRun:
         method = build_method("ce", model, None, {}, self.dataset.input_size)
         train(method, self.dataset, self.train_config(self.config["teacher"]["train"]), folder,
               resume=True, quiet=self.quiet, role="teacher",
-              info={"model": self.config["teacher"]["model"]})
+              info={"model": self.config["teacher"]["model"]}, brief=True)
 
     def evaluate_teacher(self, folder: Path) -> None:
         accuracy = evaluate_accuracy(self.teacher, self.dataset, self.config["device"])
@@ -113,12 +113,13 @@ class PipelineRun:
                            read_json(distill_dir / "summary.json"))
 
     def search(self, budget: str, folder: Path) -> None:
-        from kdsearch.student.run import search_student
+        from kdsearch.student.run import search_student, summary_text
 
         constraints, config = self.search_setup()
-        search_student(self.teacher, self.config["teacher"]["model"], self.dataset, budget,
-                       config, constraints, folder, seed=self.config["seed"],
-                       progress=not self.quiet, resume=True)
+        result = search_student(self.teacher, self.config["teacher"]["model"], self.dataset,
+                                budget, config, constraints, folder, seed=self.config["seed"],
+                                progress=not self.quiet, resume=True)
+        self.note(summary_text(result.summary))
 
     def distill(self, search_dir: Path, folder: Path) -> None:
         import torch
@@ -138,7 +139,8 @@ class PipelineRun:
         run_stages(stages, student, self.teacher if needs_teacher else None, self.dataset,
                    self.train_config(distill["settings"]), folder, resume=True,
                    quiet=self.quiet, info={"student": str(search_dir / "student.json"),
-                                           "teacher": self.config["teacher"]["model"]})
+                                           "teacher": self.config["teacher"]["model"]},
+                   brief=True)
 
     def compare_step(self) -> list[dict[str, Any]]:
         folder = self.out / "compare"

@@ -153,6 +153,23 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
     return SearchResult(student, spec, summary, selection)
 
 
+def summary_text(summary: dict) -> str:
+    """What a finished search found, in four lines (``kdsearch search`` prints them)."""
+    teacher, student = summary["teacher"], summary["student"]
+    return "\n".join([
+        f"teacher  {teacher['macs'] / 1e6:9.2f}M MACs  {teacher['params'] / 1e6:7.3f}M params",
+        f"student  {student['macs'] / 1e6:9.2f}M MACs  {student['params'] / 1e6:7.3f}M params"
+        f"  ({100 * summary['budget_fraction']:.1f}% of the {summary['budget_macs'] / 1e6:.2f}M"
+        " budget)",
+        f"removed  {summary['channels_removed']}/{summary['channels_total']} searchable "
+        f"channels, {summary['blocks_removed']}/{summary['blocks_total']} blocks; "
+        f"search {summary['search_seconds']:.1f}s; the gates alone asked for "
+        f"{summary['selection']['macs_from_gates'] / summary['budget_macs']:.2f}x the budget",
+        f"student.pt before retraining: test accuracy {summary['student_test_acc']:.2f}% "
+        f"(teacher {summary['teacher_test_acc']:.2f}%), KL(teacher||student) "
+        f"{summary['student_test_kl']:.4f} nats per test image at T=1"])
+
+
 def search_changes(config: SearchConfig, train_images: int, budget: str):
     """The check of a finished search's ``summary.json`` against ``config`` (resolved for
     ``train_images``) and ``budget``: the settings that differ (see :mod:`kdsearch.steps`)."""
