@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -301,3 +302,20 @@ def test_no_untrained_teacher_warning_for_a_users_own_factory(capsys):
     warn_untrained_teacher("resnet56", None)
     assert capsys.readouterr().err.count("\n") == 1
 
+
+
+def test_epoch_lines_stay_on_a_terminal_above_the_bar(monkeypatch, capsys):
+    """On a terminal (even one that reports no size) each epoch leaves its line; brief
+    leaves none."""
+    from kdsearch.distill.progress import Progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    record = {"epoch": 1, "loss": 0.5, "train_acc": 80.0, "test_acc": 75.0, "lr": 0.1,
+              "images_per_s": 100.0}
+    for brief in (False, True):
+        progress = Progress(2, 0, quiet=False, brief=brief)
+        assert not progress.bar.disable
+        progress.epoch_done(record)
+        progress.close()
+        lines = [line for line in capsys.readouterr().out.splitlines() if "epoch 1/2" in line]
+        assert len(lines) == (0 if brief else 1)
