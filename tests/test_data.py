@@ -361,3 +361,22 @@ def test_an_archive_is_decoded_once_then_read_from_the_cache(tmp_path, fake_coun
     os.utime(archive, ns=(1, 1))  # another archive at that path: decoded again
     with pytest.raises(AssertionError, match="decoded again"):
         load_dataset("cifar100", data_dir=archive, download=False)
+
+
+def test_a_failed_download_says_where_the_archive_goes_and_leaves_no_folder(tmp_path,
+                                                                            monkeypatch):
+    fmt = dataclasses.replace(cifar.FORMATS["cifar10"], url=(tmp_path / "absent").as_uri())
+    monkeypatch.setitem(cifar.FORMATS, "cifar10", fmt)
+    target = tmp_path / "new" / "data"
+    with pytest.raises(KdsearchError, match=re.escape("download failed (")) as caught:
+        load_dataset("cifar10", data_dir=target, download=True)
+    assert f"place cifar-10-python.tar.gz ({fmt.url}, md5 {fmt.md5}) in {target}" in \
+        str(caught.value)
+    assert not (tmp_path / "new").exists()
+
+
+def test_no_download_into_a_data_folder_that_holds_other_data(tmp_path):
+    (tmp_path / "cifar-100-python.tar.gz").write_bytes(b"another dataset")
+    with pytest.raises(KdsearchError, match="does not download into a data folder that holds"):
+        load_dataset("cifar10", data_dir=tmp_path, download=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["cifar-100-python.tar.gz"]

@@ -205,11 +205,34 @@ def locate(fmt: CifarFormat, data_dir: str | Path | None, download: bool) -> Pat
     for archive in fmt.archives:
         if (root / archive).is_file():
             return root / archive
+    by_hand = (f"place {fmt.archives[0]} ({fmt.url}, md5 {fmt.md5}) in {root}, or pass "
+               "--data-dir to the folder that holds it")
     if not download:
         what = "no such directory" if not root.exists() else f"no {fmt.title} here"
         looked = " or ".join([f"{fmt.folder}/", *fmt.archives])
         raise KdsearchError(f"{root}: {what} (looked for {looked}); allow download or fix the path")
-    return download_file(fmt.url, root / fmt.archives[0], fmt.md5)
+    if data_dir is not None and root.is_dir() and any(root.iterdir()):
+        # a folder of the user's that holds other data is read, never written
+        raise KdsearchError(f"{root}: no {fmt.title} here, and kdsearch does not download into "
+                            f"a data folder that holds other files; {by_hand} (or give an "
+                            "empty --data-dir, or none: the cache, to download into)")
+    created = _missing_folders(root)
+    try:
+        return download_file(fmt.url, root / fmt.archives[0], fmt.md5)
+    except KdsearchError as err:
+        for folder in created:  # a failed command leaves no empty data folder behind
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise KdsearchError(f"{err}; {by_hand}") from None
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and its parents that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
 
 
 def download_file(url: str, dest: str | Path, md5: str, *, chunk_size: int = 1 << 20) -> Path:
@@ -246,7 +269,7 @@ def _stream_to(url: str, out: IO[bytes], chunk_size: int) -> str:
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", None) or err
         raise KdsearchError(
-            f"{url}: download failed ({reason}); place the archive by hand"
+            f"{url}: download failed ({reason})"
         ) from None
     return digest.hexdigest()
 
