@@ -192,6 +192,7 @@ def test_search_gates_select_and_student_pt_works(tmp_path, demo_teacher, budget
     summary = _searched(tmp_path, demo_teacher, budget)
     # the gates themselves reach zero down to (about) the budget; the ranking only trims
     assert summary["selection"]["macs_from_gates"] <= 1.15 * summary["budget_macs"]
+    assert summary["channels_removed"] > 0  # channels compete, not only whole blocks
     # what the search cost: 7 epochs of digits, a small fraction of retraining the student
     cost = summary["search_cost"]
     assert cost["images"] == summary["search"]["steps"] * 64 and 6.5 < cost["epochs"] < 7.5
