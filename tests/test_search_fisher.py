@@ -83,3 +83,19 @@ def test_fisher_search_meets_the_falling_target_with_channels_and_keeps_gates_bi
 def test_bad_selector_settings_are_clear_errors(options, message):
     with pytest.raises(Exception, match=message):
         SearchConfig(**options)
+
+
+def test_the_l1_selector_shrinks_gates_and_adapts_lambda(one_thread):
+    """The paper's selector stays available (``selector: l1``): proximal steps shrink the
+    gates below 1 and lambda moves with the live MACs."""
+    torch.manual_seed(0)
+    dataset = load_dataset("digits")
+    teacher = resolve_model("digits_resnet8", dataset.num_classes, dataset.input_size).model
+    search = fisher_search(teacher.eval(), dataset, selector="l1", lr=0.01)
+    search.budget = search.mac_model.full // 2
+    search.config.steps = 40
+    states = search.run(dataset_batches(dataset, "train", 64, "cpu", seed=0), progress=False,
+                        end=10)
+    gates = gate_bank(search.gated).gates
+    assert all(float(g.detach().max()) < 1 for g in gates.values())
+    assert states[-1].lam != search.config.lambda_init and states[-1].penalty > 0

@@ -274,8 +274,10 @@ def _summary(train_images, teacher, topology, units, selection, report, counted,
                       "restored_by_rank": len(report.restored_by_rank)},
         # the search's length, and its compute as a fraction of retraining the student
         "search_cost": search_cost(config, train_images, topology.macs, counted.macs),
-        "search": {"steps": config.steps, "final_kl": search.last_kl,
-                   "final_lambda": search.lam if search.last_kl is not None else None,
+        "search": {"steps": config.steps, "selector": config.selector,
+                   "final_kl": search.last_kl,
+                   "final_lambda": (search.lam if config.selector == "l1"
+                                    and search.last_kl is not None else None),  # l1 only
                    "seconds": round(seconds, 2)},
         # the student as extracted (student.pt), before any retraining: test accuracy (%),
         # the teacher's, and KL(teacher || student) at T=1 in nats per test image
