@@ -118,9 +118,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: dict, out: str) -> None:
-    from kdsearch.student.run import summary_text
-
-    print(summary_text(summary))
     print(f"wrote {out}/summary.json, student.json, student.pt, graph.json, search_log.jsonl")
 
 

@@ -257,19 +257,14 @@ def _found(kind: str, student: str, budget: str, run: Path, **extra) -> Candidat
 
 def _search(setup: Setup, budget: str) -> Path:
     """Search at ``budget`` (or reuse the finished search); the search's folder."""
-    from kdsearch.student.run import search_changes, search_student, summary_text
+    from kdsearch.student.run import search_changes, search_student
 
     settings, run = setup.settings, setup.out / "search" / safe_name(budget)
     search = partial(search_student, setup.teacher, settings.teacher, setup.dataset, budget,
                      setup.search, setup.constraints, seed=settings.first_seed,
                      progress=not settings.quiet, resume=True)
-
-    def searched(folder: Path) -> dict:
-        summary = search(folder).summary
-        _note(settings, summary_text(summary))
-        return summary
-
-    run_step(run, searched, search_changes(setup.search, len(setup.dataset.train_labels), budget),
+    run_step(run, lambda folder: search(folder).summary,
+             search_changes(setup.search, len(setup.dataset.train_labels), budget),
              note=partial(_note, settings), label=f"search at {budget}", made="searched")
     return run
 

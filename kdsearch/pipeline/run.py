@@ -113,13 +113,12 @@ class PipelineRun:
                            read_json(distill_dir / "summary.json"))
 
     def search(self, budget: str, folder: Path) -> None:
-        from kdsearch.student.run import search_student, summary_text
+        from kdsearch.student.run import search_student
 
         constraints, config = self.search_setup()
-        result = search_student(self.teacher, self.config["teacher"]["model"], self.dataset,
-                                budget, config, constraints, folder, seed=self.config["seed"],
-                                progress=not self.quiet, resume=True)
-        self.note(summary_text(result.summary))
+        search_student(self.teacher, self.config["teacher"]["model"], self.dataset, budget,
+                       config, constraints, folder, seed=self.config["seed"],
+                       progress=not self.quiet, resume=True)
 
     def distill(self, search_dir: Path, folder: Path) -> None:
         import torch

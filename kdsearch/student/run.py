@@ -71,7 +71,8 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
                    seed: int = 0, progress: bool = True, resume: bool = False,
                    overwrite: bool = False) -> SearchResult:
     """Run the search and write summary.json, student.json, student.pt, graph.json and
-    search_log.jsonl into ``out_dir``.
+    search_log.jsonl into ``out_dir``. ``progress``: print the setup line, a bar on a
+    terminal, and at the end what was found (:func:`summary_text`).
 
     ``search_checkpoint.pt`` is written every ``config.checkpoint_every`` steps, after the
     last step and on SIGINT/SIGTERM (then :class:`SearchInterrupted` is raised);
@@ -150,6 +151,8 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
     save_torch(out / "student.pt", student_state(student))
     write_json(out / "summary.json", summary)
     (out / CHECKPOINT).unlink(missing_ok=True)  # finished: the run needs no resume
+    if progress:  # what it found, in a terminal, a log or a notebook alike
+        print(summary_text(summary), flush=True)
     return SearchResult(student, spec, summary, selection)
 
 
