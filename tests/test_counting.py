@@ -79,3 +79,24 @@ def test_flops_command_unknown_model(capsys):
     assert "unknown model 'resnet65'" in err and "resnet56" in err and len(err.splitlines()) == 1
     # what else a model name may be
     assert "torchvision:NAME" in err and "FILE.py:NAME" in err and "student.json" in err
+
+
+def test_a_model_fx_cannot_trace_is_still_counted(tmp_path, capsys):
+    """Data-dependent control flow defeats torch.fx; flops runs the model once under
+    FlopCounterMode instead, says so, and its MACs agree with the traced count elsewhere."""
+    from kdsearch.graph.counting import count_untraced
+
+    (tmp_path / "untraceable.py").write_text(
+        "import torch.nn as nn\n\n\nclass Net(nn.Module):\n"
+        "    def __init__(self, num_classes=10):\n        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 8, 3, padding=1)\n"
+        "        self.fc = nn.Linear(8, num_classes)\n\n"
+        "    def forward(self, x):\n        x = self.conv(x)\n"
+        "        if x.sum() > 0:\n            x = x.relu()\n"
+        "        return self.fc(x.mean((2, 3)))\n")
+    assert main(["flops", f"{tmp_path / 'untraceable.py'}:Net", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["macs"] == 8 * 3 * 9 * 32 * 32 + 8 * 10  # conv + linear, by hand
+    assert report["counted"] == "FlopCounterMode (not traceable)"
+    model = build_model("resnet8", num_classes=100)
+    assert count_untraced(model, (3, 32, 32)).macs == count_model(model, (3, 32, 32)).macs

@@ -25,13 +25,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kdsearch.graph.counting import count_model
+    from kdsearch.errors import KdsearchError
+    from kdsearch.graph.counting import count_model, count_untraced
+    from kdsearch.graph.trace import TraceFailure
     from kdsearch.student.resolve import resolve_model
 
     resolved = resolve_model(args.model, args.num_classes, args.input_size)
-    counts = count_model(resolved.model, resolved.input_size)
+    untraced = None
+    try:
+        counts = count_model(resolved.model, resolved.input_size)
+    except TraceFailure as err:  # still countable by running it once
+        counts, untraced = count_untraced(resolved.model, resolved.input_size), str(err)
+        if args.per_layer:
+            raise KdsearchError(f"{err}; without a trace there is no per-layer count "
+                                "(drop --per-layer for the totals)") from None
     report = {"model": args.model, "num_classes": resolved.num_classes,
-              "input_size": list(resolved.input_size), **counts.as_dict()}
+              "input_size": list(resolved.input_size), **counts.as_dict(),
+              "counted": "FlopCounterMode (not traceable)" if untraced else "torch.fx trace"}
     if args.per_layer:
         report["macs_per_layer"] = counts.macs_per_node
     if args.json:
@@ -42,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"  MACs   {counts.macs:>15,}  ({counts.macs / 1e6:.2f}M, conv + linear)")
     print(f"  FLOPs  {counts.flops:>15,}  ({counts.flops / 1e6:.2f}M, FlopCounterMode)")
     print(f"  params {counts.params:>15,}  ({counts.params / 1e6:.3f}M)")
+    if untraced:
+        print(f"  counted by running it under FlopCounterMode (MACs = conv and matmul FLOPs / "
+              f"2): torch.fx could not trace it ({untraced})")
     for name, macs in counts.macs_per_node.items() if args.per_layer else ():
         print(f"    {name:<40} {macs:>13,}")
     return 0

@@ -143,6 +143,30 @@ def count_flops(model: nn.Module, example_input: torch.Tensor) -> int:
     return int(counter.get_total_flops()) // example_input.shape[0]
 
 
+# the aten ops of conv and linear layers: 2 FLOPs per MAC in FlopCounterMode
+MAC_OPS = ("convolution", "addmm", "mm", "bmm", "baddbmm")
+
+
+def count_untraced(model: nn.Module, input_size: tuple[int, int, int]) -> Counts:
+    """Counts for a model torch.fx cannot trace, from one FlopCounterMode run: MACs are the
+    FLOPs of its convolutions and matrix products halved (what :func:`count_model` counts
+    for conv and linear layers; a bare matmul is included); no per-layer MACs."""
+    example = example_input_for(input_size)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(example)
+    finally:
+        model.train(was_training)
+    by_op = counter.get_flop_counts().get("Global", {})
+    mac_flops = sum(int(v) for op, v in by_op.items()
+                    if str(op).split(".")[1] in MAC_OPS)
+    batch = example.shape[0]
+    return Counts(macs=mac_flops // 2 // batch, flops=int(counter.get_total_flops()) // batch,
+                  params=count_params(model))
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
