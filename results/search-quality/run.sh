@@ -21,7 +21,19 @@ common=(--teacher resnet56 --teacher-weights "$teacher" --dataset cifar100 --dat
         --no-download --subset 10000 --against resnet20 --method kd --seeds 2
         --baselines l1,random,uniform,depgraph --random-draws 5 --search-steps 781
         --threads "$threads" --jobs "$jobs" --quiet)
+# a run carried over from an earlier session (state/, committed: finished runs' summaries and
+# the checkpoints of unfinished ones) continues where it stopped
+for protocol in a b; do
+  if [ -d "results/search-quality/state/$protocol" ] && [ ! -d "runs/search-quality/$protocol" ]; then
+    mkdir -p runs/search-quality && cp -r "results/search-quality/state/$protocol" "runs/search-quality/$protocol"
+  fi
+done
 kdsearch compare "${common[@]}" --init fresh --epochs 10 --lr 0.05 --schedule cosine --out runs/search-quality/b
+# protocol (a) reuses (b)'s search and controls: the same settings give the same students
+if [ ! -d runs/search-quality/a ]; then
+  mkdir -p runs/search-quality/a
+  cp -r runs/search-quality/b/{teacher,search,controls} runs/search-quality/a/
+fi
 kdsearch compare "${common[@]}" --init inherit --epochs 2 --lr 0.01 --schedule cosine --out runs/search-quality/a
 for protocol in a b; do
   mkdir -p "results/search-quality/$protocol"
