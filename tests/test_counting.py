@@ -100,3 +100,33 @@ def test_a_model_fx_cannot_trace_is_still_counted(tmp_path, capsys):
     assert report["counted"] == "FlopCounterMode (not traceable)"
     model = build_model("resnet8", num_classes=100)
     assert count_untraced(model, (3, 32, 32)).macs == count_model(model, (3, 32, 32)).macs
+
+
+def test_flops_per_layer_lists_module_paths_shapes_params_and_macs(capsys):
+    from kdsearch.cli.flops import layer_rows
+
+    model = build_model("resnet8", num_classes=100)
+    rows = layer_rows(model, (3, 32, 32))
+    assert sum(row["macs"] for row in rows) == count_model(model, (3, 32, 32)).macs
+    assert rows[0] == {"layer": "conv1", "type": "Conv2d", "output": [16, 32, 32],
+                       "params": 16 * 3 * 9, "macs": 16 * 3 * 9 * 32 * 32}
+    assert rows[-1]["layer"] == "fc" and rows[-1]["output"] == [100]
+    assert main(["flops", "resnet8", "--per-layer"]) == 0
+    printed = capsys.readouterr().out
+    assert "layer" in printed and "layer2.0.downsample.0" in printed and "32x16x16" in printed
+
+
+def test_flops_per_layer_of_a_spec_shows_teacher_to_student_widths(tmp_path, capsys):
+    from kdsearch.graph.topology import TopologyGraph
+    from kdsearch.graph.units import Selection
+    from kdsearch.io import write_json
+    from kdsearch.student.spec import make_spec
+
+    teacher = build_model("resnet8", num_classes=10)
+    topology = TopologyGraph(teacher, (3, 32, 32))
+    unit = next(u for u in topology.units.channels if u.searchable and u.size == 16)
+    selection = Selection(kept={unit.id: list(range(5))})
+    info = {"model": "resnet8", "num_classes": 10, "input_size": [3, 32, 32]}
+    write_json(tmp_path / "student.json", make_spec(info, topology.units, selection, 0, 0))
+    assert main(["flops", str(tmp_path / "student.json"), "--per-layer"]) == 0
+    assert "16->5" in capsys.readouterr().out

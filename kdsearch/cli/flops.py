@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
               "input_size": list(resolved.input_size), **counts.as_dict(),
               "counted": "FlopCounterMode (not traceable)" if untraced else "torch.fx trace"}
     if args.per_layer:
-        report["macs_per_layer"] = counts.macs_per_node
+        report["layers"] = layer_rows(resolved.model, resolved.input_size)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -55,9 +55,61 @@ def run(args: argparse.Namespace) -> int:
     if untraced:
         print(f"  counted by running it under FlopCounterMode (MACs = conv and matmul FLOPs / "
               f"2): torch.fx could not trace it ({untraced})")
-    for name, macs in counts.macs_per_node.items() if args.per_layer else ():
-        print(f"    {name:<40} {macs:>13,}")
+    if args.per_layer:
+        print(layer_table(resolved.model, resolved.input_size, _teacher_of(args.model)))
     return 0
+
+
+def layer_rows(model, input_size: tuple[int, int, int]) -> list[dict]:
+    """One row per layer with MACs (conv, linear): module path, type, output shape (one
+    sample), its parameters and MACs, in graph order."""
+    from kdsearch.graph.counting import count_macs
+    from kdsearch.graph.trace import example_input_for, trace_with_shapes
+
+    gm = trace_with_shapes(model, example_input_for(input_size))
+    macs = count_macs(gm)
+    rows = []
+    for node in gm.graph.nodes:
+        if node.name not in macs:
+            continue
+        module = gm.get_submodule(node.target) if node.op == "call_module" else None
+        rows.append({
+            "layer": node.target if module is not None else node.name,
+            "type": type(module).__name__ if module is not None else str(node.target),
+            "output": list(node.meta["tensor_meta"].shape[1:]),
+            "params": sum(p.numel() for p in module.parameters()) if module is not None else 0,
+            "macs": macs[node.name]})
+    return rows
+
+
+def layer_table(model, input_size: tuple[int, int, int], teacher=None) -> str:
+    """:func:`layer_rows` as a table; with ``teacher`` (the model a spec was cut from), a
+    column of output channels teacher -> student per layer."""
+    rows = layer_rows(model, input_size)
+    widths = ({row["layer"]: row["output"][0] for row in layer_rows(teacher, input_size)}
+              if teacher is not None else None)
+    header = f"{'layer':<34} {'type':<10} {'output':<14} {'params':>10} {'MACs':>13}"
+    lines = [header + ("  channels (teacher->student)" if widths else ""), "-" * len(header)]
+    for row in rows:
+        shape = "x".join(map(str, row["output"]))
+        line = (f"{row['layer']:<34} {row['type']:<10} {shape:<14} {row['params']:>10,} "
+                f"{row['macs']:>13,}")
+        if widths and row["layer"] in widths:
+            line += f"  {widths[row['layer']]}->{row['output'][0]}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _teacher_of(model: str):
+    """The teacher a ``student.json`` was cut from (fresh weights), else None."""
+    if not model.endswith(".json"):
+        return None
+    from kdsearch.io import read_json
+    from kdsearch.student.resolve import resolve_model
+
+    teacher = read_json(model)["teacher"]
+    return resolve_model(teacher["model"], teacher["num_classes"],
+                         tuple(teacher["input_size"])).model
 
 
 register_command("flops", "count MACs, FLOPs and parameters", configure, run, DESCRIPTION)
