@@ -30,10 +30,10 @@ for protocol in a b; do
 done
 kdsearch compare "${common[@]}" --init fresh --epochs 10 --lr 0.05 --schedule cosine --out runs/search-quality/b
 # protocol (a) reuses (b)'s search and controls: the same settings give the same students
-if [ ! -d runs/search-quality/a ]; then
-  mkdir -p runs/search-quality/a
-  cp -r runs/search-quality/b/{teacher,search,controls} runs/search-quality/a/
-fi
+mkdir -p runs/search-quality/a
+for part in teacher search controls; do
+  [ -e "runs/search-quality/a/$part" ] || cp -r "runs/search-quality/b/$part" runs/search-quality/a/
+done
 kdsearch compare "${common[@]}" --init inherit --epochs 2 --lr 0.01 --schedule cosine --out runs/search-quality/a
 for protocol in a b; do
   mkdir -p "results/search-quality/$protocol"
