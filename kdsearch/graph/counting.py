@@ -131,8 +131,8 @@ def count_macs(gm: fx.GraphModule) -> dict[str, int]:
     return {name: value for name, value in macs.items() if value}
 
 
-def count_flops(model: nn.Module, example_input: torch.Tensor) -> int:
-    """FLOPs per sample as torch's FlopCounterMode counts them."""
+def _counted_run(model: nn.Module, example_input: torch.Tensor) -> FlopCounterMode:
+    """One eval-mode forward of ``model`` under FlopCounterMode (its mode restored)."""
     was_training = model.training
     model.eval()
     try:
@@ -140,7 +140,12 @@ def count_flops(model: nn.Module, example_input: torch.Tensor) -> int:
             model(example_input)
     finally:
         model.train(was_training)
-    return int(counter.get_total_flops()) // example_input.shape[0]
+    return counter
+
+
+def count_flops(model: nn.Module, example_input: torch.Tensor) -> int:
+    """FLOPs per sample as torch's FlopCounterMode counts them."""
+    return int(_counted_run(model, example_input).get_total_flops()) // example_input.shape[0]
 
 
 # the aten ops of conv and linear layers: 2 FLOPs per MAC in FlopCounterMode
@@ -152,13 +157,7 @@ def count_untraced(model: nn.Module, input_size: tuple[int, int, int]) -> Counts
     FLOPs of its convolutions and matrix products halved (what :func:`count_model` counts
     for conv and linear layers; a bare matmul is included); no per-layer MACs."""
     example = example_input_for(input_size)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(example)
-    finally:
-        model.train(was_training)
+    counter = _counted_run(model, example)
     by_op = counter.get_flop_counts().get("Global", {})
     mac_flops = sum(int(v) for op, v in by_op.items()
                     if str(op).split(".")[1] in MAC_OPS)
