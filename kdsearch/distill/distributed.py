@@ -172,10 +172,7 @@ class Distributed:
         trained = [p for group in optimizer.param_groups for p in group["params"]]
         device = trained[0].device if trained else torch.device("cpu")
         with global_batchnorm(method, device), averaged_own_optimisers(method, optimizer):
-            try:
-                yield wrap_ddp(method, trained)
-            finally:
-                forget_ddp_ignores(method)
+            yield wrap_ddp(method, trained)
 
 
 SINGLE_PROCESS = Distributed()
@@ -185,22 +182,30 @@ NO_BUFFER_SYNC = ("forward_sync_buffers" if "forward_sync_buffers" in
 
 
 def wrap_ddp(method: nn.Module, trained: list[nn.Parameter]) -> DistributedDataParallel:
-    """``DDP(method)`` over ``trained`` only (the other parameters are ignored by DDP)."""
-    ids = {id(p) for p in trained}
-    ignored = [name for name, p in method.named_parameters() if id(p) not in ids]
-    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(method, ignored)
+    """``DDP`` over ``trained`` only: it wraps a :class:`TrainedPart` of ``method``."""
     device = trained[0].device if trained else torch.device("cpu")
     return DistributedDataParallel(
-        method, device_ids=[device.index] if device.type == "cuda" else None,
+        TrainedPart(method, trained), device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=True, **{NO_BUFFER_SYNC: False},
     )
 
 
-def forget_ddp_ignores(method: nn.Module) -> None:
-    """Remove the marks :func:`wrap_ddp` left on ``method`` and its parameters."""
-    method.__dict__.pop("_ddp_params_and_buffers_to_ignore", None)
-    for parameter in method.parameters():
-        parameter.__dict__.pop("_ddp_ignored", None)
+class TrainedPart(nn.Module):
+    """What DDP wraps: the trained parameters, registered (DDP averages their gradients and
+    sees nothing else: not the frozen teacher, not a method's own optimiser's parameters),
+    running the whole method, which is held but not registered."""
+
+    def __init__(self, method: nn.Module, trained: list[nn.Parameter]):
+        super().__init__()
+        self.trained = nn.ParameterList(trained)  # the same Parameter objects, not copies
+        object.__setattr__(self, "method", method)  # not a submodule: hidden from DDP
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.method(*args, **kwargs)
+
+    def train(self, mode: bool = True) -> TrainedPart:
+        self.method.train(mode)
+        return super().train(mode)
 
 
 @contextmanager
