@@ -16,7 +16,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdsearch.data import DATASETS, DeviceBatches, cifar, dataset_batches, load_dataset
+from kdsearch.data import (
+    DATASETS,
+    DeviceBatches,
+    ResizedCrop,
+    cifar,
+    dataset_batches,
+    load_dataset,
+)
 from kdsearch.data.batches import crop_and_flip
 from kdsearch.errors import KdsearchError, UnknownNameError
 
@@ -74,7 +81,7 @@ def test_option_a_loader_does_not_take_is_rejected(tmp_path):
     with pytest.raises(KdsearchError, match=r"input_size.*synthetic"):
         load_dataset("cifar100", data_dir=tmp_path, download=False, input_size=(3, 8, 8))
     assert load_dataset("digits", data_dir=tmp_path).num_classes == 10  # file options ignored
-    assert {"digits", "synthetic", "cifar10", "cifar100"} <= set(DATASETS)
+    assert {"digits", "synthetic", "cifar10", "cifar100", "imagefolder"} <= set(DATASETS)
 
 
 # --- CIFAR from fake archives in the official layout -----------------------------------------
@@ -326,6 +333,23 @@ def test_dataset_batches_reads_augmentation_from_dataset():
     assert images.is_contiguous(memory_format=torch.channels_last)
     test = dataset_batches(ds, "test", 64, "cpu")
     assert not test.train and sum(len(y) for _, y in test) == 360
+
+
+def test_resized_crop_batches_crop_the_stored_images():
+    """Evaluation: the centre; training: a box of the drawn area and ratio, resized."""
+    whole = ResizedCrop((6, 6), scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    stored = make_batches(size=(3, 6, 6), train=True, resized_crop=whole)
+    images, labels = next(iter(stored))  # labels: the image indices
+    assert torch.allclose(images * 255, stored.images[labels].float(), atol=1e-4)
+    assert not stored.finite_views and make_batches().finite_views
+    centre = make_batches(size=(3, 8, 9), train=False, resized_crop=ResizedCrop((6, 6)))
+    images, labels = next(iter(centre))
+    assert torch.equal(images * 255, centre.images[:4, :, 1:7, 2:8].float())
+    half = ResizedCrop((4, 4), scale=(0.25, 0.25), ratio=(1.0, 1.0))
+    images, labels = next(iter(make_batches(size=(3, 8, 8), resized_crop=half, seed=2)))
+    assert images.shape == (4, 3, 4, 4) and labels.tolist() != [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="not both"):
+        make_batches(crop_padding=2, resized_crop=half)
 
 
 @pytest.mark.shared_data

@@ -40,10 +40,13 @@ def add_model_shape_args(parser: argparse.ArgumentParser) -> None:
 
 def add_data_args(parser: argparse.ArgumentParser, default: str | None = "digits") -> None:
     parser.add_argument("--dataset", default=default, required=default is None,
-                        help="dataset name: digits (embedded), cifar10, cifar100, synthetic")
+                        help="dataset name: digits (embedded), cifar10, cifar100, synthetic, "
+                             "imagefolder (your images: --data-dir DIR with DIR/train/CLASS/"
+                             "*.jpg and DIR/val/CLASS/*.jpg)")
     parser.add_argument("--data-dir", default=None,
-                        help="folder with the dataset (extracted folder or archive); CIFAR is "
-                             "downloaded there (default ~/.cache/kdsearch/data) when absent")
+                        help="folder with the dataset (extracted folder or archive; for "
+                             "imagefolder the folder of train/ and val/); CIFAR is downloaded "
+                             "there (default ~/.cache/kdsearch/data) when absent")
     parser.add_argument("--no-download", dest="download", action="store_false",
                         help="never download: fail when the data is not in --data-dir")
     parser.add_argument("--subset", type=positive_int, default=None, metavar="N",
@@ -51,16 +54,22 @@ def add_data_args(parser: argparse.ArgumentParser, default: str | None = "digits
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--input-size", dest="data_input_size", type=parse_input_size,
                         default=None, metavar="C,H,W",
-                        help="synthetic data only: image size (default 3,32,32)")
+                        help="synthetic and imagefolder only: model input size (default "
+                             "3,32,32 for synthetic, 3,224,224 for imagefolder, whose images "
+                             "are resized and cropped to it)")
     parser.add_argument("--num-classes", dest="data_classes", type=positive_int, default=None,
                         metavar="N", help="synthetic data only: number of classes (default 10)")
+    parser.add_argument("--normalize", choices=("imagenet", "data"), default=None,
+                        help="imagefolder only: normalise with ImageNet's mean/std (the "
+                             "default; what pretrained torchvision weights expect) or the "
+                             "train images' own")
 
 
 def data_options(args: argparse.Namespace) -> dict:
     """The keyword arguments of :func:`kdsearch.data.load_dataset` the data arguments give."""
     options = {"data_dir": args.data_dir, "subset": args.subset, "seed": args.seed,
                "download": args.download, "input_size": args.data_input_size,
-               "num_classes": args.data_classes}
+               "num_classes": args.data_classes, "normalize": args.normalize}
     return {key: value for key, value in options.items() if value is not None}
 
 

@@ -11,6 +11,7 @@ from kdsearch.cli.registry import register_command
 from kdsearch.cli.train import OUTPUT_HELP, add_training_args, build_model, config_from_args
 from kdsearch.distill.method import build_method
 from kdsearch.distill.trainer import train
+from kdsearch.models.pretrained import pretrained_model
 
 WEIGHTS = "teacher.pt"  # what train(role="teacher") writes
 
@@ -19,6 +20,11 @@ Train MODEL with cross-entropy on a dataset (the teacher for kdsearch search / t
 Defaults are the CIFAR-100 recipe: SGD lr 0.05, momentum 0.9, weight decay 5e-4, batch
 64, 240 epochs, lr x0.1 after epochs 150/180/210 (scaled proportionally for --epochs).
 
+With --pretrained, MODEL (torchvision:NAME) starts from torchvision's published weights
+(read from torchvision's cache, $TORCH_HOME/hub/checkpoints, downloaded there when absent)
+with a new classifier for the dataset's classes: a fine-tuning, for which a smaller
+--lr (e.g. 0.01), fewer --epochs and --schedule cosine suit better than the defaults.
+
 {OUTPUT_HELP.format(weights=WEIGHTS)}
 Use it with: kdsearch train --teacher MODEL --teacher-weights OUT/{WEIGHTS} ..."""
 
@@ -26,17 +32,24 @@ Use it with: kdsearch train --teacher MODEL --teacher-weights OUT/{WEIGHTS} ..."
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True,
                         help=MODEL_HELP + ", built for the dataset's classes")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="fine-tune torchvision's published weights of a torchvision:NAME "
+                             "model, with a new head for the dataset's classes")
     add_data_args(parser, default=None)
     add_training_args(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     dataset = dataset_from_args(args)
-    torch.manual_seed(args.seed)  # model initialisation
-    model = build_model(args.model, None, dataset, "model")
+    torch.manual_seed(args.seed)  # model initialisation (with --pretrained: the new head)
+    if args.pretrained:
+        model = pretrained_model(args.model, dataset.num_classes, dataset.input_size[0])
+    else:
+        model = build_model(args.model, None, dataset, "model")
     method = build_method("ce", model, None, {}, dataset.input_size)
+    info = {"model": args.model, **({"pretrained": "torchvision"} if args.pretrained else {})}
     train(method, dataset, config_from_args(args), args.out, resume=args.resume,
-          quiet=args.quiet, role="teacher", info={"model": args.model})
+          quiet=args.quiet, role="teacher", info=info)
     return 0
 
 

@@ -14,6 +14,13 @@ order and all random draws come from a generator seeded by ``(seed, epoch)``, so
 run that calls ``set_epoch(epoch)`` sees exactly the batches of the original run (on the same
 device type and torch version).
 
+A dataset of any resolution (``imagefolder``) carries a
+:class:`~kdsearch.data.crops.ResizedCrop` instead of a padding: training batches are
+torchvision's ``RandomResizedCrop`` + flip of the stored images, evaluation batches their
+centre crop (:mod:`kdsearch.data.crops`), drawn per batch from the same ``(seed, epoch)``
+generator. A split kept on disk (:class:`~kdsearch.data.imagefiles.ImageFiles`) gets
+:class:`~kdsearch.data.stream.StreamBatches`, the same interface over DataLoader workers.
+
 Several processes (:mod:`kdsearch.distill.distributed`) each pass ``shard=(rank, count)``:
 all draw the same order and augmentation for every whole batch and each keeps its own
 contiguous slice of it, so the slices of the ``count`` processes are the unsharded batch.
@@ -23,13 +30,17 @@ contiguous slice of it, so the slices of the ``count`` processes are the unshard
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from kdsearch.data.base import ImageDataset
+from kdsearch.data.crops import ResizedCrop, center_crop, resized_crop, sample_boxes
+
+if TYPE_CHECKING:
+    from kdsearch.data.stream import StreamBatches
 
 
 class BatchViews(NamedTuple):
@@ -39,6 +50,14 @@ class BatchViews(NamedTuple):
     top: torch.Tensor  # int64: crop offsets in 0..2p (p, the padding, is the unshifted image)
     left: torch.Tensor
     flip: torch.Tensor  # bool: mirrored left-right (after the crop)
+
+
+class Boxes(NamedTuple):
+    """The boxes of random resized crops (int64 ``[B]``; their corners are the views'
+    ``top``, ``left``)."""
+
+    height: torch.Tensor
+    width: torch.Tensor
 
 
 class DeviceBatches:
@@ -55,6 +74,11 @@ class DeviceBatches:
     ``rank * b : (rank + 1) * b`` with ``b = ceil(batch / count)``); training needs
     ``batch_size`` divisible by ``count``; a shard whose slice of a short last batch is
     empty skips it. The default ``(0, 1)`` is the whole batch.
+
+    ``resized_crop`` (instead of ``crop_padding``): training takes a random resized crop of
+    each stored image (mirrored if ``hflip``), evaluation its centre crop, at
+    ``resized_crop.size``. ``finite_views`` says whether an image has finitely many
+    augmented views (padded crops: yes; resized crops: no).
     """
 
     def __init__(
@@ -73,9 +97,12 @@ class DeviceBatches:
         drop_last: bool | None = None,
         channels_last: bool = False,
         shard: tuple[int, int] = (0, 1),
+        resized_crop: ResizedCrop | None = None,
     ):
         _check_inputs(images_uint8, labels, batch_size, mean, std, crop_padding)
-        _check_shard(shard, batch_size, train)
+        check_shard(shard, batch_size, train)
+        if resized_crop is not None and crop_padding:
+            raise ValueError("give crop_padding or resized_crop, not both")
         self.device = torch.device(device)
         self.images = images_uint8.to(self.device)  # moved once, stays uint8
         self.labels = labels.to(self.device, torch.int64)
@@ -83,6 +110,7 @@ class DeviceBatches:
         self.train = train
         self.crop_padding = crop_padding if train else 0
         self.hflip = hflip and train
+        self.resized_crop = resized_crop
         self.seed = seed
         self.channels_last = channels_last
         self.shard = shard
@@ -92,6 +120,10 @@ class DeviceBatches:
         self._offset = torch.tensor(mean, device=self.device).view(shape) * 255
         self._scale = torch.tensor(std, device=self.device).view(shape) * 255
         self.epoch = 0
+
+    @property
+    def finite_views(self) -> bool:
+        return self.resized_crop is None
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration use ``epoch`` (its order and augmentation)."""
@@ -111,26 +143,38 @@ class DeviceBatches:
         self.epoch += 1
         order = self._order(generator)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            views = self._views(order[start : start + self.batch_size], generator)
+            views, boxes = self._views(order[start : start + self.batch_size], generator)
             if len(views.index) == 0:
                 continue  # a short last evaluation batch can leave a shard nothing
-            yield self._prepare(self.images[views.index], views), self.labels[views.index], views
+            images = self._prepare(self.images[views.index], views, boxes)
+            yield images, self.labels[views.index], views
 
-    def _views(self, index: torch.Tensor, generator: torch.Generator | None) -> BatchViews:
+    def _views(self, index: torch.Tensor, generator: torch.Generator | None
+               ) -> tuple[BatchViews, Boxes | None]:
         """Draw the whole batch's augmentation, then keep this shard's rows."""
-        if generator is not None and (self.crop_padding or self.hflip):
-            top, left, flip = sample_augmentation(
-                len(index), self.crop_padding, self.hflip, generator, self.device
-            )
-        else:
-            top = left = torch.zeros_like(index)
-            flip = torch.zeros(len(index), dtype=torch.bool, device=index.device)
+        views, boxes = self._draw(index, generator)
         rank, count = self.shard
         if count == 1:
-            return BatchViews(index, top, left, flip)
+            return views, boxes
         size = -(-len(index) // count)
         rows = slice(rank * size, (rank + 1) * size)
-        return BatchViews(index[rows], top[rows], left[rows], flip[rows])
+        shard = BatchViews(*(part[rows] for part in views))
+        return shard, None if boxes is None else Boxes(*(part[rows] for part in boxes))
+
+    def _draw(self, index: torch.Tensor, generator: torch.Generator | None
+              ) -> tuple[BatchViews, Boxes | None]:
+        """The augmentation of a whole batch (none without a generator: evaluation)."""
+        zeros = torch.zeros_like(index)
+        if generator is None or not (self.crop_padding or self.hflip or self.resized_crop):
+            return BatchViews(index, zeros, zeros, zeros.bool()), None
+        if self.resized_crop is None:
+            return BatchViews(index, *sample_augmentation(
+                len(index), self.crop_padding, self.hflip, generator, self.device)), None
+        crop, (height, width) = self.resized_crop, self.images.shape[2:]
+        box = sample_boxes(len(index), height, width, generator, crop.scale, crop.ratio)
+        *_, flip = sample_augmentation(len(index), 0, self.hflip, generator, self.device)
+        top, left, box_h, box_w = (part.to(self.device) for part in box)
+        return BatchViews(index, top, left, flip), Boxes(box_h, box_w)
 
     def _order(self, generator: torch.Generator | None) -> torch.Tensor:
         """A random permutation when training, else ``0..N-1``, on the device."""
@@ -139,13 +183,19 @@ class DeviceBatches:
             return torch.arange(count, device=self.device)
         return torch.randperm(count, generator=generator, device=generator.device).to(self.device)
 
-    def _prepare(self, batch: torch.Tensor, views: BatchViews) -> torch.Tensor:
+    def _prepare(self, batch: torch.Tensor, views: BatchViews, boxes: Boxes | None
+                 ) -> torch.Tensor:
         """Augment (training) and normalise one uint8 batch."""
-        if self.crop_padding or self.hflip:  # both off when not training
+        if self.resized_crop is not None:
+            size = self.resized_crop.size
+            if boxes is None:  # evaluation
+                batch = center_crop(batch, size)
+            else:
+                batch = resized_crop(batch.float(), views.top, views.left, boxes.height,
+                                     boxes.width, views.flip, size)
+        elif self.crop_padding or self.hflip:  # both off when not training
             batch = crop_and_flip(batch, self.crop_padding, views.top, views.left, views.flip)
-        if self.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        return batch.float().sub_(self._offset).div_(self._scale)
+        return model_input(batch, self._offset, self._scale, self.channels_last)
 
     def _generator(self, epoch: int) -> torch.Generator:
         """A generator seeded by ``(seed, epoch)``, on the device if it supports one."""
@@ -167,8 +217,9 @@ def dataset_batches(
     drop_last: bool | None = None,
     channels_last: bool = False,
     shard: tuple[int, int] = (0, 1),
-) -> DeviceBatches:
-    """:class:`DeviceBatches` over ``split`` (``"train"`` or ``"test"``) of ``dataset``.
+) -> DeviceBatches | StreamBatches:
+    """:class:`DeviceBatches` over ``split`` (``"train"`` or ``"test"``) of ``dataset``, or
+    :class:`~kdsearch.data.stream.StreamBatches` for a split kept as files.
 
     ``train`` (shuffle + the dataset's augmentation) defaults to ``split == "train"``; pass
     ``train=False`` to evaluate on the train split. ``shard``: see :class:`DeviceBatches`.
@@ -177,21 +228,26 @@ def dataset_batches(
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
     images = dataset.train_images if split == "train" else dataset.test_images
     labels = dataset.train_labels if split == "train" else dataset.test_labels
-    return DeviceBatches(
-        images,
-        labels,
-        batch_size=batch_size,
-        mean=dataset.mean,
-        std=dataset.std,
-        device=device,
-        train=split == "train" if train is None else train,
-        crop_padding=dataset.crop_padding,
-        hflip=dataset.hflip,
-        seed=seed,
-        drop_last=drop_last,
-        channels_last=channels_last,
-        shard=shard,
-    )
+    options = dict(batch_size=batch_size, mean=dataset.mean, std=dataset.std, device=device,
+                   train=split == "train" if train is None else train, hflip=dataset.hflip,
+                   seed=seed, drop_last=drop_last, channels_last=channels_last, shard=shard)
+    if isinstance(images, torch.Tensor):
+        return DeviceBatches(images, labels, crop_padding=dataset.crop_padding,
+                             resized_crop=dataset.crop, **options)
+    from kdsearch.data.stream import StreamBatches  # it builds on this module
+
+    if dataset.crop is None:
+        raise ValueError(f"{dataset.name}: a split kept as files needs a crop (ResizedCrop)")
+    return StreamBatches(images, labels, crop=dataset.crop, **options)
+
+
+def model_input(batch: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor,
+                channels_last: bool) -> torch.Tensor:
+    """``(batch - offset) / scale`` in float32 (``offset = 255 mean``, ``scale = 255 std``,
+    ``[1, C, 1, 1]``), in the channels-last memory format if asked."""
+    if channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    return batch.float().sub_(offset).div_(scale)
 
 
 def sample_augmentation(
@@ -258,7 +314,7 @@ def _check_inputs(images, labels, batch_size, mean, std, crop_padding) -> None:
         )
 
 
-def _check_shard(shard: tuple[int, int], batch_size: int, train: bool) -> None:
+def check_shard(shard: tuple[int, int], batch_size: int, train: bool) -> None:
     rank, count = shard
     if not 0 <= rank < count:
         raise ValueError(f"shard must be (rank, count) with 0 <= rank < count, got {shard}")

@@ -26,7 +26,8 @@ from kdsearch.errors import KdsearchError
 from kdsearch.registry import Registry
 
 DATASETS: Registry = Registry("dataset", builtins=(
-    "kdsearch.data.cifar", "kdsearch.data.digits", "kdsearch.data.synthetic"))
+    "kdsearch.data.cifar", "kdsearch.data.digits", "kdsearch.data.imagefolder",
+    "kdsearch.data.synthetic"))
 register_dataset = DATASETS.register
 
 # Options about where files live: meaningless, hence ignored, for loaders without files.
@@ -117,4 +118,5 @@ def _import_loaders() -> None:
     """Import the built-in loader modules (they register themselves)."""
     import kdsearch.data.cifar
     import kdsearch.data.digits
+    import kdsearch.data.imagefolder
     import kdsearch.data.synthetic  # noqa: F401

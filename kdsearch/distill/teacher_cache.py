@@ -101,6 +101,10 @@ def cached_teacher(method: DistillMethod, batches: DeviceBatches,
                    num_classes: int) -> Iterator[TeacherLogitCache]:
     """``method.teacher_logits`` answered by a :class:`TeacherLogitCache` inside the block."""
     check_cacheable(method)
+    if not batches.finite_views:
+        raise KdsearchError("--cache-teacher needs a dataset augmented with finitely many views "
+                            "(padded crops and flips); this one takes random resized crops: "
+                            "train without --cache-teacher")
     views = (2 * batches.crop_padding + 1) ** 2 * (2 if batches.hflip else 1)
     check_memory(cache_bytes(len(batches.labels), views, num_classes), batches.device,
                  f"{len(batches.labels)} images x {views} views x {num_classes} classes")

@@ -32,7 +32,10 @@ def is_user_model(name: str) -> bool:
 
 
 def portable_name(name: str) -> str:
-    """``name`` with a ``FILE.py`` made absolute, so a spec naming it works from anywhere."""
+    """``name`` with a ``FILE.py`` (or a student.json taken as a teacher) made absolute, so a
+    spec naming it works from anywhere."""
+    if name.endswith(".json"):
+        return str(Path(name).expanduser().resolve())
     source, _, attr = name.rpartition(":")
     if is_user_model(name) and source.endswith(".py"):
         return f"{Path(source).expanduser().resolve()}:{attr}"

@@ -10,8 +10,28 @@ import torch
 import torch.nn as nn
 
 from kdsearch.errors import KdsearchError, first_line
+from kdsearch.models.pretrained import is_published
 from kdsearch.models.registry import MODELS, TORCHVISION_PREFIX, build_model, model_names
 from kdsearch.models.user import is_user_model
+
+
+def family_of(text: str) -> str:
+    """The model family (it chooses the search preset) of what a user typed: a student.json
+    belongs to the family of the teacher it was cut from; a name nobody knows is "generic"."""
+    from kdsearch.models.registry import model_family
+
+    if text.endswith(".json"):
+        from kdsearch.io import read_json
+
+        try:
+            return family_of(read_json(text)["teacher"]["model"])
+        except (KeyError, TypeError):
+            raise KdsearchError(f"{text}: not a student.json of kdsearch search "
+                                "(no teacher.model)") from None
+    try:
+        return model_family(text)
+    except KdsearchError:
+        return "generic"
 
 
 @dataclass
@@ -43,7 +63,11 @@ def resolve_model(
     input_size: tuple[int, int, int] | None = None,
     weights: str | None = None,
 ) -> ResolvedModel:
-    """Build the model ``text`` names; a ``.json`` path is a student spec (its own shape)."""
+    """Build the model ``text`` names; a ``.json`` path is a student spec (its own shape).
+
+    ``weights``: a checkpoint file, or ``torchvision`` / ``DEFAULT`` for torchvision's
+    published weights of a ``torchvision:NAME`` model (:mod:`kdsearch.models.pretrained`).
+    """
     if text.endswith(".json"):
         from kdsearch.student.spec import load_student
 
@@ -52,6 +76,8 @@ def resolve_model(
     default_classes, default_size = natural_shape(text)
     num_classes = num_classes or default_classes
     input_size = input_size or default_size
+    if is_published(weights):
+        return ResolvedModel(_published(text, num_classes, input_size), num_classes, input_size)
     model = build_model(text, num_classes=num_classes, in_channels=input_size[0])
     if weights:
         from kdsearch.models.checkpoint import load_weights
@@ -64,6 +90,15 @@ def resolve_model(
                                 "take a num_classes argument")
         num_classes = built
     return ResolvedModel(model, num_classes, input_size)
+
+
+def _published(text: str, num_classes: int, input_size: tuple[int, int, int]) -> nn.Module:
+    """``torchvision:NAME`` with torchvision's published weights (``--teacher-weights
+    torchvision``), which must classify ``num_classes`` classes of 3-channel images."""
+    from kdsearch.models.pretrained import check_published_fits, published_model
+
+    check_published_fits(text, num_classes)
+    return published_model(text, input_size[0])
 
 
 def _classes_out(model: nn.Module, input_size: tuple[int, int, int]) -> int:
