@@ -90,3 +90,29 @@ def test_eval_command_matches_an_independent_float32_loop(tmp_path, capsys):
     assert report["teacher_accuracy"] == report["accuracy"]
     assert report["kl_to_teacher"] == pytest.approx(0.0, abs=1e-6)
     assert report["macs"] > 0 and report["images"] == len(data.test_labels)
+
+
+def test_a_student_json_is_taken_wherever_a_model_is(tmp_path, capsys, monkeypatch):
+    """graph, flops, teacher --model and search --teacher take a student.json; a student
+    searched inside a searched student is rebuilt from its spec alone, from any folder."""
+    import json
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    digits = ["--dataset", "digits", "--subset", "128", "--threads", "1", "--quiet"]
+    assert main(["search", "--teacher", "digits_resnet14", *digits, "--budget", "0.5x",
+                 "--steps", "2", "--out", str(first)]) == 0
+    spec = str(first / "student.json")
+    assert main(["graph", spec]) == 0
+    assert main(["teacher", "--model", spec, *digits, "--epochs", "1",
+                 "--out", str(tmp_path / "teacher")]) == 0
+    assert main(["search", "--teacher", spec, "--teacher-weights",
+                 str(tmp_path / "teacher" / "teacher.pt"), *digits, "--budget", "0.5x",
+                 "--steps", "2", "--out", str(second)]) == 0
+    nested = json.loads((second / "student.json").read_text())
+    assert nested["teacher"]["model"] == str(first.resolve() / "student.json")
+    monkeypatch.chdir(tmp_path / "teacher")  # the spec names its teacher by absolute path
+    capsys.readouterr()
+    assert main(["flops", str(second / "student.json"), "--json"]) == 0
+    counted = json.loads(capsys.readouterr().out)
+    summary = json.loads((second / "summary.json").read_text())
+    assert counted["macs"] == summary["student"]["macs"]

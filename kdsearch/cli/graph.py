@@ -26,12 +26,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kdsearch.graph.topology import TopologyGraph, unit_record
-    from kdsearch.models import model_family
     from kdsearch.presets import load_preset
-    from kdsearch.student.resolve import resolve_model
+    from kdsearch.student.resolve import family_of, resolve_model
 
     resolved = resolve_model(args.model, args.num_classes, args.input_size)
-    constraints, _ = load_preset(args.preset or model_family(args.model))
+    constraints, _ = load_preset(args.preset or family_of(args.model))
     topology = TopologyGraph(resolved.model, resolved.input_size, constraints)
     if args.json:
         print(json.dumps(topology.to_json()))

@@ -76,12 +76,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from kdsearch.graph.units import Constraints
-    from kdsearch.models import model_family
     from kdsearch.numerics import resolve_device
     from kdsearch.presets import from_mapping, load_preset
     from kdsearch.search.config import SearchConfig
     from kdsearch.search.select import LANDING
-    from kdsearch.student.resolve import resolve_model, warn_untrained_teacher
+    from kdsearch.student.resolve import family_of, resolve_model, warn_untrained_teacher
     from kdsearch.student.run import search_student
 
     if args.device:
@@ -91,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     teacher = resolve_model(args.teacher, dataset.num_classes, dataset.input_size,
                             weights=args.teacher_weights).model
     warn_untrained_teacher(args.teacher, args.teacher_weights)
-    constraints, config = load_preset(args.preset or model_family(args.teacher))
+    constraints, config = load_preset(args.preset or family_of(args.teacher))
     overrides = {"steps": args.steps, "epochs": 0.0 if args.steps else None,
                  "device": args.device,
                  "checkpoint_every": args.checkpoint_every,

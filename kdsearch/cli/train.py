@@ -21,9 +21,8 @@ from kdsearch.distill.method import build_method, get_method, method_names
 from kdsearch.distill.stages import load_stages, run_stages
 from kdsearch.distill.trainer import train
 from kdsearch.errors import KdsearchError
-from kdsearch.models import model_family
 from kdsearch.presets import load_preset
-from kdsearch.student.resolve import resolve_model, warn_untrained_teacher
+from kdsearch.student.resolve import family_of, resolve_model, warn_untrained_teacher
 
 OUTPUT_HELP = """\
 Printed: one line with the setup (method, device, student size, lr schedule), then a
@@ -192,7 +191,7 @@ def run_chain(args: argparse.Namespace, student, teacher, dataset, config, info)
         assistants = []
     search_config = constraints = None
     if assistants is None:
-        constraints, search_config = load_preset(_family(args.teacher))
+        constraints, search_config = load_preset(family_of(args.teacher))
         if args.assistant_search_steps:  # else the preset's epochs of this run's data
             search_config = dataclasses.replace(search_config, epochs=0.0,
                                                 steps=args.assistant_search_steps)
@@ -201,13 +200,6 @@ def run_chain(args: argparse.Namespace, student, teacher, dataset, config, info)
                      args.assistant_budgets, teacher_name=args.teacher,
                      search_config=search_config, constraints=constraints,
                      resume=args.resume, quiet=args.quiet, info=info, method=args.method)
-
-
-def _family(teacher: str) -> str:
-    try:
-        return model_family(teacher)
-    except KdsearchError:
-        return "generic"
 
 
 def build_teacher(args: argparse.Namespace, dataset) -> torch.nn.Module:

@@ -262,14 +262,10 @@ def _search_settings(teacher_name: str, config: TrainConfig, search_config, cons
     """``(search config, constraints)``: the teacher family's preset, on the training device."""
     if search_config is not None and constraints is not None:
         return search_config, constraints
-    from kdsearch.models import model_family
     from kdsearch.presets import load_preset
+    from kdsearch.student.resolve import family_of
 
-    try:
-        family = model_family(teacher_name)
-    except KdsearchError:
-        family = "generic"
-    preset_constraints, preset_config = load_preset(family)
+    preset_constraints, preset_config = load_preset(family_of(teacher_name))
     if search_config is None:
         search_config = dataclasses.replace(preset_config, device=config.device)
     return search_config, constraints or preset_constraints

@@ -63,11 +63,14 @@ def build_student(spec: dict, teacher: nn.Module | None = None,
                   teacher_weights: str | None = None, fresh: bool = True) -> fx.GraphModule:
     """Rebuild the student of ``spec``.
 
-    ``teacher`` (an architecture matching the spec) is built from the zoo when omitted.
+    ``teacher`` (an architecture matching the spec) is built from the zoo when omitted (or
+    from the student.json it names: a student searched inside a searched student).
     ``fresh=True`` re-initialises every layer at its new shape; ``fresh=False`` keeps the
     teacher's weights (from ``teacher_weights`` if given) sliced to the kept channels.
     """
     info = _teacher_info(spec)
+    if teacher is None and info["model"].endswith(".json"):  # cut from a searched student
+        teacher = load_student(info["model"]).model
     if teacher is None:
         from kdsearch.models import build_model
 
