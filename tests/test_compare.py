@@ -233,12 +233,24 @@ def test_compare_writes_the_table_and_plot(comparison):
             # uniform scales every unit by one factor: it lands as close as that allows
             least = 0.9 if r["kind"] == "uniform" else 0.97
             assert least * budget_macs <= int(r["macs"]) <= budget_macs, r
+    _check_latency_columns(rows)
     md = " ".join((out / "comparison.md").read_text().split())  # ignore line wrapping
     for text in ("best", "last", "method kd, 1 epoch, ", "seeds (0, 1", "on cpu", "Welch",
+                 "| latency (ms) | speed-up |", "**Latency**: median wall time",
+                 "a batch of 1 on cpu (1 thread)", "**speed-up** = the teacher's",
                  "| hand-designed | digits_resnet8 |", "Searched minus each control",
                  "| random | like:digits_resnet8 |", "of 3 |", "**depgraph**"):
         assert text in md, text
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _check_latency_columns(rows: list[dict]) -> None:
+    """Every student timed; the speed-ups share one teacher latency (teacher / row)."""
+    latency = [float(r["latency_ms"]) for r in rows]
+    speedup = [float(r["speedup"]) for r in rows]
+    assert min(latency) > 0
+    teacher = [s * t for s, t in zip(speedup, latency, strict=True)]
+    assert max(teacher) == pytest.approx(min(teacher), rel=1e-3)
 
 
 @pytest.mark.slow

@@ -8,14 +8,14 @@ from pathlib import Path
 import kdsearch
 
 # stage of each top-level module or package of kdsearch: teacher (data, models) -> graph ->
-# search -> student -> distill -> compare/show -> the orchestrators -> the command line
+# search -> student -> distill, deploy -> compare/show -> the orchestrators -> the command line
 STAGES = {
-    "errors": 0, "io": 0, "registry": 0, "signals": 0, "numerics": 0, "steps": 0,
+    "errors": 0, "io": 0, "registry": 0, "signals": 0, "numerics": 0, "steps": 0, "settings": 0,
     "data": 1, "models": 1,
     "graph": 2,
     "search": 3, "presets": 3,
     "student": 4, "evaluate": 4,
-    "distill": 5,
+    "distill": 5, "deploy": 5,
     "compare": 6, "show": 6,
     "pipeline": 7, "tune": 7,
     "demo": 8,

@@ -232,3 +232,42 @@ def test_bad_run_directories_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "junk" / "graph.json").write_text("[1, 2]")
     with pytest.raises(KdsearchError, match=r"not a kdsearch graph\.json"):
         show_run(tmp_path / "junk")
+
+
+# -- latency ------------------------------------------------------------------------------
+def test_the_graph_title_gives_the_latency_of_a_timed_run(search_run, tmp_path, monkeypatch):
+    """``kdsearch latency RUN/student.json --out RUN/latency.json``: show puts the medians
+    and the speed-up into the graph figure's title."""
+    import shutil
+
+    from kdsearch.show import draw, speed
+
+    run = tmp_path / "run"
+    shutil.copytree(search_run, run, ignore=shutil.ignore_patterns("figures"))
+    assert main(["latency", str(run / "student.json"), "--min-time", "0.05", "--out",
+                 str(run / "latency.json")]) == 0
+    figures = speed(read_json(run / "latency.json"), "digits_resnet14")
+    assert figures.speedup == pytest.approx(figures.teacher_ms / figures.student_ms)
+    titles = []
+    drawn = draw.draw_graph
+    monkeypatch.setattr(draw, "draw_graph", lambda layout, title: titles.append(title) or
+                        drawn(layout, title))
+    show_run(run, tmp_path / "figures")
+    line = titles[0].splitlines()[-1]
+    assert line.startswith(f"latency: {figures.student_ms:.3g} ms vs ")
+    assert line.endswith(f"per batch of 1, float32 eager on cpu: {figures.speedup:.2f}x faster")
+
+
+def test_a_latency_file_of_another_teacher_is_one_line(search_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(search_run, run, ignore=shutil.ignore_patterns("figures"))
+    timing = {"median_ms": 1.0, "batch_size": 1, "device": "cpu", "backend": "eager"}
+    (run / "latency.json").write_text(json.dumps(
+        {"latency": timing, "teacher": "resnet56", "teacher_latency": timing}))
+    with pytest.raises(KdsearchError, match=r"latency\.json: latency\.json timed teacher resnet56"):
+        show_run(run, tmp_path / "figures")
+    (run / "latency.json").write_text(json.dumps({"latency": {"median_ms": 1.0}}))
+    with pytest.raises(KdsearchError, match=r"not a kdsearch latency\.json"):
+        show_run(run, tmp_path / "figures")

@@ -10,8 +10,13 @@ from kdsearch.cli.registry import register_command
 
 DESCRIPTION = """\
 Count a model's cost per input sample:
-  macs    multiply-accumulates of conv and linear layers (the 'FLOPs' of KD papers)
-  flops   what torch.utils.flop_counter.FlopCounterMode counts (2 per MAC for CNNs)
+  macs    multiply-accumulates of convolutions, linear layers and matrix products: the
+          'FLOPs' of KD papers and the 'GFLOPS' of torchvision's tables. Attention counts
+          its q, k, v and output projections (those inside nn.MultiheadAttention too) and
+          its two products Q K^T and softmax(.) V; norms, activations, softmax, pooling and
+          additions are not counted (vit_b_16 at 3,224,224: 17.56G, as torchvision says)
+  flops   what torch.utils.flop_counter.FlopCounterMode counts (2 per MAC for CNNs and
+          transformers), attention's fused kernels included
   params  learnable parameter elements (BatchNorm running statistics excluded)
 MODEL is a zoo name (kdsearch flops resnet56), torchvision:NAME, a student.json, or your own
 model as FILE.py:NAME or package.module:NAME."""
@@ -49,19 +54,19 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.model} at input {'x'.join(map(str, resolved.input_size))}, "
           f"{resolved.num_classes} classes")
-    print(f"  MACs   {counts.macs:>15,}  ({counts.macs / 1e6:.2f}M, conv + linear)")
+    print(f"  MACs   {counts.macs:>15,}  ({counts.macs / 1e6:.2f}M, conv + linear + matmul)")
     print(f"  FLOPs  {counts.flops:>15,}  ({counts.flops / 1e6:.2f}M, FlopCounterMode)")
     print(f"  params {counts.params:>15,}  ({counts.params / 1e6:.3f}M)")
     if untraced:
-        print(f"  counted by running it under FlopCounterMode (MACs = conv and matmul FLOPs / "
-              f"2): torch.fx could not trace it ({untraced})")
+        print(f"  counted by running it under FlopCounterMode (MACs = conv, matmul and attention "
+              f"FLOPs / 2): torch.fx could not trace it ({untraced})")
     if args.per_layer:
-        print(layer_table(resolved.model, resolved.input_size, _teacher_of(args.model)))
+        print(layer_table(resolved.model, resolved.input_size, teacher_of(args.model)))
     return 0
 
 
 def layer_rows(model, input_size: tuple[int, int, int]) -> list[dict]:
-    """One row per layer with MACs (conv, linear): module path, type, output shape (one
+    """One row per layer with MACs (conv, linear, products): module path, type, output shape (one
     sample), its parameters and MACs, in graph order."""
     from kdsearch.graph.counting import count_macs
     from kdsearch.graph.trace import example_input_for, trace_with_shapes
@@ -76,10 +81,24 @@ def layer_rows(model, input_size: tuple[int, int, int]) -> list[dict]:
         rows.append({
             "layer": node.target if module is not None else node.name,
             "type": type(module).__name__ if module is not None else str(node.target),
-            "output": list(node.meta["tensor_meta"].shape[1:]),
+            "output": list(_output_shape(node)[1:]),
             "params": sum(p.numel() for p in module.parameters()) if module is not None else 0,
             "macs": macs[node.name]})
     return rows
+
+
+def _output_shape(node) -> tuple[int, ...]:
+    """The node's output shape; for a tuple (nn.MultiheadAttention's), its first item's."""
+    import operator
+
+    from kdsearch.graph.trace import output_shape
+
+    shape = output_shape(node)
+    if shape is None:
+        first = [user for user in node.users
+                 if user.target is operator.getitem and user.args[1] == 0]
+        shape = output_shape(first[0]) if first else None
+    return shape or (0,)
 
 
 def layer_table(model, input_size: tuple[int, int, int], teacher=None) -> str:
@@ -100,7 +119,7 @@ def layer_table(model, input_size: tuple[int, int, int], teacher=None) -> str:
     return "\n".join(lines)
 
 
-def _teacher_of(model: str):
+def teacher_of(model: str):
     """The teacher a ``student.json`` was cut from (fresh weights), else None."""
     if not model.endswith(".json"):
         return None

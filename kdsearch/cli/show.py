@@ -11,7 +11,9 @@ Draw the figures of RUN_DIR (and of every run in its subfolders) as PNG and SVG:
 
   search run (graph.json + student.json):
     graph          the teacher's layer graph, one row per stage; box height = channels,
-                   blue = kept, grey = removed channels, dashed = removed residual block
+                   blue = kept, grey = removed channels, dashed = removed residual block;
+                   with RUN/latency.json (kdsearch latency RUN/student.json --out
+                   RUN/latency.json) the title gives the latency and speed-up too
     layer_widths   output channels per conv/linear layer, teacher (outline) vs student
     stage_macs     MACs per stage (resolution level), teacher vs student
     gates          mean gate per unit and live/target MACs per search step

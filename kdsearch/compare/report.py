@@ -53,7 +53,12 @@ WHAT_IS_COMPARED = """\
 - **Δ** = the row's mean minus the hand-designed student's at the same budget; **p** =
   two-sided Welch t-test (`scipy.stats.ttest_ind(a, b, equal_var=False)`) on the per-seed
   accuracies; n/a with one seed.
-- **MACs**: multiply-accumulates of conv and linear layers per sample.
+- **MACs**: multiply-accumulates of conv and linear layers and matrix products per sample.
+- **Latency**: median wall time of one forward pass over a batch of {latency_batch} on
+  {latency_device} ({latency_threads}), float32 eager in eval mode, timed with
+  torch.utils.benchmark for {latency_time:g} s per model on the machine that wrote this report
+  (students with fresh weights); **speed-up** = the teacher's {teacher_latency:.3f} ms / the
+  row's.
 """
 CONTROLS = {
     "l1": "**l1**: the teacher's channels whose producing filters have the smallest L1 norm "
@@ -72,13 +77,14 @@ def markdown_report(setup: Setup, rows: list[dict]) -> str:
     settings = setup.settings
     lines = [f"# {settings.teacher} on {setup.dataset.name}: searched vs hand-designed "
              "students", "", _what_is_compared(setup),
-             "| kind | student | MACs | params | best acc (%) | Δ best | p best "
-             "| last acc (%) | Δ last | p last |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| kind | student | MACs | params | latency (ms) | speed-up | best acc (%) "
+             "| Δ best | p best | last acc (%) | Δ last | p last |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         compared = bool(r["reference"])
         lines.append(
             f"| {r['kind']} | {r['student']} | {r['macs'] / 1e6:.3f}M | {_count(r['params'])} "
+            f"| {_number(r['latency_ms'], '.3f')} | {_number(r['speedup'], '.2f', 'x')} "
             f"| {_pm(r['best_acc_mean'], r['best_acc_std'])} | {_signed(r['best_diff'])} "
             f"| {_p(r['best_p'], compared)} | {_pm(r['last_acc_mean'], r['last_acc_std'])} "
             f"| {_signed(r['last_diff'])} | {_p(r['last_p'], compared)} |")
@@ -87,9 +93,13 @@ def markdown_report(setup: Setup, rows: list[dict]) -> str:
 
 def _what_is_compared(setup: Setup) -> str:
     settings, config, teacher = setup.settings, setup.train, setup.teacher_info
-    device = config.device + (f" ({torch.cuda.get_device_name(config.device)})"
-                              if config.device.startswith("cuda") else "")
+    device = _device_name(config.device)
+    latency = setup.latency
     return WHAT_IS_COMPARED.format(
+        latency_batch=settings.latency_batch_size, latency_time=settings.latency_time,
+        latency_device=_device_name(latency.device) if latency else "n/a",
+        latency_threads=plural(latency.threads, "thread") if latency else "n/a",
+        teacher_latency=latency.median_ms if latency else float("nan"),
         teacher=settings.teacher, weights=settings.teacher_weights or "none: UNTRAINED",
         teacher_macs=f"{teacher['macs'] / 1e6:.3f}M", teacher_params=_count(teacher["params"]),
         teacher_acc=teacher["acc"], first_seed=settings.first_seed,
@@ -100,6 +110,17 @@ def _what_is_compared(setup: Setup) -> str:
         batch_size=config.batch_size, device=device,
         seeds=", ".join(map(str, settings.seed_list)), dataset=setup.dataset.name,
         test_images=len(setup.dataset.test_labels))
+
+
+def _device_name(device: str) -> str:
+    """``cuda:0 (NVIDIA H200)``, ``cpu``."""
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return device
+
+
+def _number(value: float | None, spec: str, unit: str = "") -> str:
+    return "" if value is None else f"{value:{spec}}{unit}"
 
 
 INIT_TEXT = {

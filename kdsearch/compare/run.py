@@ -32,6 +32,7 @@ from kdsearch.compare.plots import draw_pareto, pareto_data
 from kdsearch.compare.report import csv_text, markdown_report, plural, safe_name
 from kdsearch.compare.stats import comparison_row
 from kdsearch.data.base import ImageDataset
+from kdsearch.deploy.latency import Latency, measure_latency
 from kdsearch.distill.config import RECIPE_EPOCHS, TrainConfig, resolve_device
 from kdsearch.errors import KdsearchError
 from kdsearch.graph.units import Constraints
@@ -82,13 +83,22 @@ class Comparison:
     # bf16 autocast and channels-last where the device has them (kdsearch.numerics)
     amp: bool = True
     channels_last: bool = True
+    # the latency column: median wall time per batch of this many inputs, float32 eager on
+    # the comparison's device, timed for latency_time seconds per model when the report is
+    # written (kdsearch.deploy.latency)
+    latency_batch_size: int = 1
+    latency_time: float = 0.2
 
     def __post_init__(self) -> None:
         self.against, self.budgets = tuple(self.against), tuple(self.budgets)
         if not self.against:
             raise KdsearchError("compare needs at least one hand-designed student (--against)")
-        if min(self.seeds, self.epochs, self.random_draws, self.jobs) < 1:
-            raise KdsearchError("seeds, epochs, random draws and jobs must be at least 1")
+        if min(self.seeds, self.epochs, self.random_draws, self.jobs,
+               self.latency_batch_size) < 1:
+            raise KdsearchError("seeds, epochs, random draws, jobs and the latency batch size "
+                                "must be at least 1")
+        if not self.latency_time > 0:
+            raise KdsearchError(f"latency_time must be positive, not {self.latency_time}")
         self.baselines = tuple(dict.fromkeys(
             (*(("l1",) if self.pruning_baseline else ()), *self.baselines)))
         known = control_names()
@@ -116,6 +126,7 @@ class Setup:
     search: SearchConfig
     train: TrainConfig
     preset: str
+    latency: Latency | None = None  # the teacher's, timed when the report is written
 
 
 @dataclass
@@ -166,8 +177,23 @@ def run_comparison(settings: Comparison, out_dir: str | Path) -> list[dict]:
     hand = {c.student: c.runs for c in candidates if c.kind == "hand-designed"}
     rows = [comparison_row(c.kind, c.student, c.budget, c.runs, c.reference,
                            hand.get(c.reference, ())) for c in candidates]
+    _time_students(setup, candidates, rows)
     _write_report(setup, rows)
     return rows
+
+
+def _time_students(setup: Setup, candidates: list[Candidate], rows: list[dict]) -> None:
+    """Fill each row's ``latency_ms`` (median per batch) and ``speedup`` (the teacher's
+    median over it), timing the teacher and every student now, on this machine; a student
+    is built with fresh weights, which do not change its speed."""
+    settings = setup.settings
+    time = partial(measure_latency, input_size=setup.dataset.input_size,
+                   batch_size=settings.latency_batch_size, device=setup.train.device,
+                   min_run_time=settings.latency_time)
+    setup.latency = time(setup.teacher)
+    for candidate, row in zip(candidates, rows, strict=True):
+        row["latency_ms"] = time(candidate.build(setup.dataset)).median_ms
+        row["speedup"] = setup.latency.median_ms / row["latency_ms"]
 
 
 # -- set-up -----------------------------------------------------------------------------------

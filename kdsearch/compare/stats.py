@@ -56,7 +56,7 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Difference:
 
 # -- rows of comparison.csv -------------------------------------------------------------------
 COLUMNS = (
-    "kind", "student", "budget", "reference", "macs", "params", "seeds",
+    "kind", "student", "budget", "reference", "macs", "params", "latency_ms", "speedup", "seeds",
     "best_acc_mean", "best_acc_std", "last_acc_mean", "last_acc_std",
     "best_diff", "best_p", "last_diff", "last_p", "best_acc_runs", "last_acc_runs",
 )
@@ -83,4 +83,4 @@ def comparison_row(kind: str, student: str, budget: str, runs: Sequence[dict],
                   if reference_runs else Difference(None, None))
         row[f"{prefix}_diff"], row[f"{prefix}_p"] = versus.diff, versus.p_value
         row[f"{prefix}_acc_runs"] = values
-    return {column: row[column] for column in COLUMNS}
+    return {column: row.get(column) for column in COLUMNS}  # latency: filled in by the caller

@@ -93,6 +93,21 @@ class GateCurves:
         return "blocks" if unit.startswith("blk") else "channels"
 
 
+@dataclass(frozen=True)
+class Speed:
+    """A run's ``latency.json`` (``kdsearch latency --out``): medians per batch (ms)."""
+
+    student_ms: float
+    teacher_ms: float | None  # None: the teacher was not timed
+    batch_size: int
+    device: str
+    backend: str  # eager, compiled, onnx
+
+    @property
+    def speedup(self) -> float | None:
+        return self.teacher_ms / self.student_ms if self.teacher_ms else None
+
+
 @dataclass
 class TrainingCurves:
     epochs: list[int]
@@ -358,3 +373,20 @@ def training_curves(metrics: list[dict]) -> TrainingCurves:
 
 def _number(value) -> float:
     return float(value) if isinstance(value, int | float) else math.nan
+
+
+def speed(latency_json: dict, teacher: str | None = None) -> Speed:
+    """The figures of a ``latency.json``; ``teacher``: the run's teacher, which the file
+    must have timed if it timed one."""
+    if not isinstance(latency_json, dict) or not isinstance(latency_json.get("latency"), dict):
+        raise KdsearchError("not a kdsearch latency.json (needs 'latency')")
+    if teacher and latency_json.get("teacher") not in (None, teacher):
+        raise KdsearchError(f"latency.json timed teacher {latency_json['teacher']}, but the "
+                            f"run's teacher is {teacher}")
+    first, other = latency_json["latency"], latency_json.get("teacher_latency") or {}
+    return Speed(float(first["median_ms"]), _optional(other.get("median_ms")),
+                 int(first["batch_size"]), str(first["device"]), str(first["backend"]))
+
+
+def _optional(value) -> float | None:
+    return None if value is None else float(value)
