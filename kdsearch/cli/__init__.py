@@ -24,9 +24,10 @@ NO_COMPUTE = ("show",)  # every other command takes --threads
 DESCRIPTION = """\
 Find a small student network inside a large teacher network and distil it.
 
-Numbers kdsearch prints, per input sample: MACs = multiply-accumulates of conv and linear
-layers (what KD papers call FLOPs); FLOPs = what torch.utils.flop_counter counts (2 per MAC
-for plain CNNs); params = learnable parameter elements (BatchNorm buffers excluded)."""
+Numbers kdsearch prints, per input sample: MACs = multiply-accumulates of convolutions,
+linear layers and matrix products, attention's included (what KD papers call FLOPs and
+torchvision's tables GFLOPS); FLOPs = what torch.utils.flop_counter counts (2 per MAC);
+params = learnable parameter elements (BatchNorm buffers excluded)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
