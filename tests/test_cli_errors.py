@@ -167,7 +167,8 @@ CASES = {
     "data directory without data": ([*CIFAR, "--data-dir", "{d}/empty"], "no CIFAR-100 here"),
     # configs
     "run config unknown key": (["run", "--config", "{d}/run_unknown.yaml"], "unknown key 'bogus'"),
-    "run config wrong type": (["run", "--config", "{d}/run_type.yaml"], "'epochs' must be int"),
+    "run config wrong type": (["run", "--config", "{d}/run_type.yaml"],
+                              "teacher.train.epochs: expected int"),
     "config not YAML": (["run", "--config", "{d}/broken.yaml"], "not valid YAML at line 3"),
     "missing config": (["run", "--config", "{d}/none.yaml"], "cannot read config"),
     "preset not YAML": ([*SEARCH, "--budget", "0.5x", "--preset", "{d}/broken.yaml"],
@@ -178,8 +179,9 @@ CASES = {
                                "lambda_init.low: expected a number"),
     "stages not a list": ([*TRAIN, "--stages", "{d}/stages_map.yaml"], "non-empty list"),
     # methods and training settings
-    "unknown method option": ([*TRAIN, "--option", "bogus=1"], "unknown option of method 'kd'"),
-    "method option wrong type": ([*TRAIN, "--option", "temperature=hot"], "expects a number"),
+    "unknown method option": ([*TRAIN, "--option", "bogus=1"], "method 'kd': unknown option"),
+    "method option wrong type": ([*TRAIN, "--option", "temperature=hot"],
+                                 "temperature: expected a number"),
     "unknown device": ([*TRAIN, "--device", "tpu7"], "unknown device"),
     "student weights of another architecture": (
         [*TRAIN, "--student-weights", "{d}/good.pt"], "does not fit"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -88,7 +89,7 @@ def test_state_dict_restores_the_method_exactly(method):
 
 def test_method_documents_its_loss_and_options(method):
     assert type(method).__doc__ and "loss" in type(method).__doc__.lower()
-    assert set(method.options) == set(type(method).defaults)
+    assert set(method.options) == {f.name for f in dataclasses.fields(type(method).Options)}
 
 
 def test_kd_loss_is_zero_for_identical_logits():
@@ -149,9 +150,9 @@ def test_options_are_checked_and_coerced_from_text():
     student, teacher = tiny_models()
     method = build_method("kd", student, teacher, {"temperature": "2", "ce_weight": 1})
     assert method.options["temperature"] == 2.0 and isinstance(method.options["ce_weight"], float)
-    with pytest.raises(KdsearchError, match="did you mean: temperature"):
+    with pytest.raises(KdsearchError, match=r"unknown option 'temprature' \(allowed: ce_weight"):
         build_method("kd", student, teacher, {"temprature": 2})
-    with pytest.raises(KdsearchError, match="expects a number"):
+    with pytest.raises(KdsearchError, match="temperature: expected a number, got 'hot'"):
         build_method("kd", student, teacher, {"temperature": "hot"})
     with pytest.raises(KdsearchError, match="takes no options"):
         build_method("ce", student, None, {"temperature": 2})

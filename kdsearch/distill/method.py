@@ -9,24 +9,28 @@ any particular method. Adding a method is adding one file to :mod:`kdsearch.dist
 
     @register_method("kd")
     class KD(DistillMethod):
-        defaults = {"temperature": 4.0}
+        @dataclass
+        class Options:
+            temperature: float = 4.0
 
         def forward_train(self, images, labels, epoch):
             logits = self.student(images)
-            return logits, {"loss_kd": kd_loss(logits, self.teacher_logits(images), 4.0)}
+            T = self.options["temperature"]
+            return logits, {"loss_kd": kd_loss(logits, self.teacher_logits(images), T)}
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
-import yaml
 
 from kdsearch.errors import KdsearchError
-from kdsearch.registry import Registry, unknown_name_message
+from kdsearch.registry import Registry
+from kdsearch.settings import from_mapping
 
 METHODS: Registry[type[DistillMethod]] = Registry("distillation method",
                                                 builtins="kdsearch.distill.methods")
@@ -42,6 +46,11 @@ def register_method(name: str):
     return add
 
 
+@dataclasses.dataclass
+class NoOptions:
+    """The options of a method that has none."""
+
+
 class DistillMethod(nn.Module):
     """Base class: ``Method(student, teacher, input_size=(C, H, W), **options)``.
 
@@ -50,9 +59,10 @@ class DistillMethod(nn.Module):
     * ``forward_train(images, labels, epoch) -> (student_logits [N, classes], {name: loss})``
       where every loss is a scalar tensor already multiplied by its weight; the trainer
       back-propagates their sum. ``epoch`` is 1-based (the epoch being trained).
-    * ``defaults``: the method's options and their recipe values (from its paper); the
-      constructor accepts exactly these keywords and stores the merged values in
-      ``self.options``. The class docstring states the loss formula.
+    * ``Options``: a dataclass of the method's options, typed, with their recipe values
+      (from its paper) as defaults; the constructor accepts exactly these keywords and
+      stores the checked values in ``self.options`` (a dict: it goes into summaries and
+      checkpoints). The class docstring states the loss formula.
     * ``needs_teacher``: ``False`` for methods that train without a teacher (``ce``).
     * ``needs_input_size``: ``True`` for methods that build modules from a dry forward pass
       (the constructor then refuses ``input_size=None``).
@@ -80,7 +90,7 @@ class DistillMethod(nn.Module):
     ``torch.no_grad()``.
     """
 
-    defaults: ClassVar[dict[str, Any]] = {}
+    Options: ClassVar[type] = NoOptions
     needs_teacher: ClassVar[bool] = True
     needs_input_size: ClassVar[bool] = False
     trains_a_chain: ClassVar[bool] = False
@@ -174,48 +184,15 @@ def build_method(
 
 
 def resolve_options(method_class: type[DistillMethod], given: Mapping[str, Any]) -> dict:
-    """``method_class.defaults`` updated with ``given``, each value coerced to its default's type.
+    """``method_class.Options`` with ``given`` set, as a dict; strings (from the command
+    line) are read as the option's type.
 
-    Raises :class:`KdsearchError` for an option the method does not have (with close
-    matches) or a value of the wrong type. Strings (from the command line) are parsed.
+    Raises :class:`KdsearchError` for an option the method does not have (naming those it
+    has) or a value of the wrong type.
     """
     label = method_class._label()
-    known = sorted(method_class.defaults)
-    resolved = dict(method_class.defaults)
-    for key, value in given.items():
-        if key not in method_class.defaults:
-            message = unknown_name_message(f"option of method {label}:", key, known)
-            raise KdsearchError(message if known else f"method {label} takes no options")
-        resolved[key] = coerce_option(f"option {key} of method {label}", value, resolved[key])
-    return resolved
-
-
-def coerce_option(what: str, value: Any, default: Any) -> Any:
-    """``value`` as the type of ``default`` (bool, int, float, str); other defaults: YAML."""
-    if isinstance(default, bool):
-        return _as_bool(what, value)
-    if isinstance(default, (int, float)):
-        return _as_number(what, value, type(default))
-    if isinstance(default, str):
-        return str(value)
-    return yaml.safe_load(value) if isinstance(value, str) else value
-
-
-def _as_bool(what: str, value: Any) -> bool:
-    text = str(value).strip().lower()
-    if isinstance(value, bool) or text in ("true", "false", "yes", "no", "1", "0"):
-        return value if isinstance(value, bool) else text in ("true", "yes", "1")
-    raise KdsearchError(f"{what} expects true or false, not {value!r}")
-
-
-def _as_number(what: str, value: Any, kind: type) -> int | float:
-    if isinstance(value, bool):
-        raise KdsearchError(f"{what} expects a number, not {value!r}")
-    try:
-        number = float(value) if kind is float else int(str(value), 10)
-    except (TypeError, ValueError):
-        expected = "a number" if kind is float else "an integer"
-        raise KdsearchError(f"{what} expects {expected}, not {value!r}") from None
-    return number
-
-
+    if given and not dataclasses.fields(method_class.Options):
+        raise KdsearchError(f"method {label} takes no options")
+    options = from_mapping(method_class.Options, dict(given), f"method {label}",
+                           parse_strings=True, kind="option")
+    return dataclasses.asdict(options)

@@ -33,39 +33,40 @@ from kdsearch.data.base import ImageDataset
 from kdsearch.data.registry import load_dataset
 from kdsearch.distill.config import TrainConfig
 from kdsearch.distill.distributed import is_main_process
-from kdsearch.distill.method import build_method, get_method
+from kdsearch.distill.method import build_method, get_method, resolve_options
 from kdsearch.distill.trainer import SUMMARY, train
-from kdsearch.errors import KdsearchError, UnknownNameError
+from kdsearch.errors import KdsearchError
 from kdsearch.io import copy_file, ensure_out_dir, read_yaml, write_json
 from kdsearch.models.checkpoint import load_weights
+from kdsearch.settings import from_mapping, given
 from kdsearch.steps import config_changes, finished_step, run_step
 from kdsearch.student.resolve import resolve_model
 
-# Stage keys that override TrainConfig fields, with the types they accept.
-NUMBER = (int, float)
-STAGE_SETTINGS: dict[str, tuple[type, ...]] = {
-    "epochs": (int,),
-    "lr": NUMBER,
-    "batch_size": (int,),
-    "momentum": NUMBER,
-    "weight_decay": NUMBER,
-    "nesterov": (bool,),
-    "lr_milestones": (list,),
-    "lr_decay": NUMBER,
-}
-STAGE_KEYS = ("method", "options", *STAGE_SETTINGS)
+# Stage keys that override TrainConfig fields (of TrainConfig's types).
+STAGE_SETTINGS = ("epochs", "lr", "batch_size", "momentum", "weight_decay", "nesterov",
+                  "lr_milestones", "lr_decay")
 
 
 @dataclass
 class Stage:
-    """One stage: a method, its options and the settings it overrides."""
+    """One stage: a method, its options and the settings it overrides (the method must
+    exist and take these options)."""
 
     method: str
     options: dict[str, Any] = field(default_factory=dict)
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict,
+                                     metadata=given(TrainConfig, only=STAGE_SETTINGS, inline=True))
+
+    def __post_init__(self) -> None:
+        self.options = dict(self.options)
+        resolve_options(get_method(self.method), self.options)
 
     def config(self, base: TrainConfig) -> TrainConfig:
         return base.replace(**self.settings, method_options=dict(self.options))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stage as a stages file writes it."""
+        return {"method": self.method, "options": self.options, **self.settings}
 
 
 def load_stages(path: str | Path) -> list[Stage]:
@@ -77,40 +78,8 @@ def load_stages(path: str | Path) -> list[Stage]:
 
 
 def parse_stage(entry: Any, where: str) -> Stage:
-    """One stage from its YAML mapping (``where`` prefixes error messages)."""
-    if not isinstance(entry, dict):
-        raise KdsearchError(f"{where} must be a mapping with a 'method' key, not {entry!r}")
-    unknown = [key for key in entry if key not in STAGE_KEYS]
-    if unknown:
-        raise KdsearchError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(STAGE_KEYS)})")
-    if not isinstance(entry.get("method"), str):
-        raise KdsearchError(f"{where}: 'method' must name a method, not {entry.get('method')!r}")
-    try:
-        get_method(entry["method"])
-    except UnknownNameError as err:
-        raise KdsearchError(f"{where}: {err}") from None
-    options = entry.get("options") or {}
-    if not isinstance(options, dict):
-        raise KdsearchError(f"{where}: 'options' must be a mapping, not {options!r}")
-    settings = {key: entry[key] for key in STAGE_SETTINGS if key in entry}
-    for key, value in settings.items():
-        _check_type(where, key, value, STAGE_SETTINGS[key])
-    if "lr_milestones" in settings:
-        for value in settings["lr_milestones"]:
-            _check_type(where, "lr_milestones", value, NUMBER)
-        settings["lr_milestones"] = tuple(settings["lr_milestones"])
-    try:
-        TrainConfig(**settings)  # ranges (epochs >= 1, milestones in (0, 1], ...)
-    except KdsearchError as err:
-        raise KdsearchError(f"{where}: {err}") from None
-    return Stage(entry["method"], dict(options), settings)
-
-
-def _check_type(where: str, key: str, value: Any, kinds: tuple[type, ...]) -> None:
-    """Raise :class:`KdsearchError` unless ``value`` is one of ``kinds`` (bool only if listed)."""
-    if isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
-        expected = "a number" if float in kinds else " or ".join(kind.__name__ for kind in kinds)
-        raise KdsearchError(f"{where}: {key!r} must be {expected}, not {value!r}")
+    """One stage from its YAML mapping (``where`` starts error messages)."""
+    return from_mapping(Stage, entry, where)
 
 
 def run_stages(

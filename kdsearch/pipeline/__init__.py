@@ -29,7 +29,9 @@ weight_decay, nesterov, lr_milestones, lr_decay) and is unused when ``weights`` 
 data and device (which are the pipeline's); its method, epochs, lr, batch size, preset,
 search steps and first seed default to the pipeline's. ``device`` applies to every step.
 Input files (``teacher.weights``, ``distill.stages``, a preset path) are relative to the
-config file; ``out`` is relative to the current directory. The run directory::
+config file; ``out`` is relative to the current directory. :func:`parse_config` checks a
+config into a :class:`PipelineConfig` (typed sections; ``check_config``: the same as the
+JSON-ready mapping that ``config.json`` holds). The run directory::
 
     config.json        the checked config, defaults filled in
     teacher/           the teacher's training (teacher.pt), or evaluation.json when loaded
@@ -45,14 +47,16 @@ inputs (``inputs.json``); a folder holding a step made with other settings is an
 naming the first difference (nothing is overwritten).
 """
 
-from kdsearch.pipeline.config import check_config, load_config
+from kdsearch.pipeline.config import PipelineConfig, check_config, load_config, parse_config
 from kdsearch.pipeline.report import results_table, write_report
 from kdsearch.pipeline.run import PipelineRun, run_pipeline, train_teacher
 
 __all__ = [
+    "PipelineConfig",
     "PipelineRun",
     "check_config",
     "load_config",
+    "parse_config",
     "results_table",
     "run_pipeline",
     "train_teacher",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from kdsearch.errors import KdsearchError
 from kdsearch.io import ensure_out_dir, read_json, write_json
 from kdsearch.numerics import set_threads
-from kdsearch.pipeline.config import check_config, json_ready, load_config, tag
+from kdsearch.pipeline.config import PipelineConfig, json_ready, load_config, parse_config, tag
 from kdsearch.pipeline.report import read_comparison, student_row, write_report
 from kdsearch.steps import run_step
 
@@ -17,10 +18,12 @@ TEACHER_WEIGHTS = "teacher.pt"
 FIGURES_INDEX = "figures.json"
 
 
-def run_pipeline(config: dict[str, Any] | str | Path, out_dir: str | Path | None = None,
+def run_pipeline(config: PipelineConfig | dict[str, Any] | str | Path,
+                 out_dir: str | Path | None = None,
                  quiet: bool = False, base_dir: str | Path | None = None,
                  threads: int | None = None) -> dict[str, Any]:
-    """Run (or continue) the pipeline ``config`` (a mapping or a YAML path) into ``out_dir``
+    """Run (or continue) the pipeline ``config`` (a mapping, a YAML path or a checked
+    :class:`PipelineConfig`) into ``out_dir``
     (default: the config's ``out``). Relative input paths of a mapping resolve in
     ``base_dir`` (default: the current directory). Returns what ``results.json`` holds:
     ``out``, ``teacher`` and ``students`` rows, ``comparison`` rows (or None), ``figures``,
@@ -28,12 +31,12 @@ def run_pipeline(config: dict[str, Any] | str | Path, out_dir: str | Path | None
     ``threads`` (the command line's) wins over the config's ``threads``; with neither, the
     thread count is left as it is."""
     config = _checked(config, base_dir)
-    if (threads or config["threads"]) is not None:
-        set_threads(threads or config["threads"])
-    return PipelineRun(config, ensure_out_dir(out_dir or config["out"]), quiet).execute()
+    if (threads or config.threads) is not None:
+        set_threads(threads or config.threads)
+    return PipelineRun(config, ensure_out_dir(out_dir or config.out), quiet).execute()
 
 
-def train_teacher(config: dict[str, Any] | str | Path, out_dir: str | Path,
+def train_teacher(config: PipelineConfig | dict[str, Any] | str | Path, out_dir: str | Path,
                   quiet: bool = False, base_dir: str | Path | None = None) -> Path:
     """Only the teacher step of ``config`` (into ``out_dir/teacher``); returns its weights."""
     run = PipelineRun(_checked(config, base_dir), ensure_out_dir(out_dir), quiet)
@@ -41,45 +44,48 @@ def train_teacher(config: dict[str, Any] | str | Path, out_dir: str | Path,
     return run.teacher_weights
 
 
-def _checked(config: dict[str, Any] | str | Path, base_dir) -> dict[str, Any]:
+def _checked(config: PipelineConfig | dict[str, Any] | str | Path, base_dir) -> PipelineConfig:
+    if isinstance(config, PipelineConfig):
+        return config
     if isinstance(config, str | Path):
-        return check_config(load_config(config), Path(config).resolve().parent, str(config))
-    return check_config(config, base_dir)
+        return parse_config(load_config(config), Path(config).resolve().parent, str(config))
+    return parse_config(config, base_dir)
 
 
 class PipelineRun:
     """The steps of one pipeline run; models and data are loaded only when a step needs them."""
 
-    def __init__(self, config: dict[str, Any], out: Path, quiet: bool):
+    def __init__(self, config: PipelineConfig, out: Path, quiet: bool):
         self.config, self.out, self.quiet = config, out, quiet
+        self.record = config.to_dict()  # config.json, and the steps' recorded inputs
         self.steps: dict[str, str] = {}  # step -> "ran" or "skipped"
         self.seconds: dict[str, float] = {}  # step -> wall-clock seconds (steps that ran)
         self._dataset = self._teacher = None
 
     def execute(self) -> dict[str, Any]:
         teacher_row = self.teacher_step()
-        students = [self.student_steps(budget) for budget in self.config["search"]["budgets"]]
-        comparison = self.compare_step() if self.config["compare"] else None
+        students = [self.student_steps(budget) for budget in self.config.search.budgets]
+        comparison = self.compare_step() if self.config.compare else None
         results = {"out": str(self.out), "teacher": teacher_row, "students": students,
                    "comparison": comparison, "figures": [], "steps": self.steps,
                    "seconds": self.seconds}
-        write_json(self.out / "config.json", self.config)
+        write_json(self.out / "config.json", self.record)
         write_report(results, self.out)
-        if self.config["show"]:
+        if self.config.show:
             results["figures"] = self.show_step()
             write_report(results, self.out)
         return results
 
     # -- steps ------------------------------------------------------------------------------
     def teacher_step(self) -> dict[str, Any]:
-        folder, trained = self.out / "teacher", self.config["teacher"]["weights"] is None
+        folder, trained = self.out / "teacher", self.config.teacher.weights is None
         done = "summary.json" if trained else "evaluation.json"
         self.step("teacher", folder, done, self.teacher_inputs(),
                   self.train_teacher if trained else self.evaluate_teacher)
         summary = read_json(folder / done)
         # the teacher's accuracy is that of the weights every later step uses (its last
         # epoch): "last", as in comparison.md; no "best" (no step uses the best epoch's)
-        return {"model": "teacher", "architecture": self.config["teacher"]["model"],
+        return {"model": "teacher", "architecture": self.config.teacher.model,
                 "best_acc": None, "last_acc": summary["last_test_acc"]}
 
     def train_teacher(self, folder: Path) -> None:
@@ -87,17 +93,17 @@ class PipelineRun:
 
         from kdsearch.distill import build_method, train
 
-        torch.manual_seed(self.config["seed"])  # the teacher's initialisation
-        model = self.build_model(self.config["teacher"]["model"])
+        teacher = self.config.teacher
+        torch.manual_seed(self.config.seed)  # the teacher's initialisation
+        model = self.build_model(teacher.model)
         method = build_method("ce", model, None, {}, self.dataset.input_size)
-        train(method, self.dataset, self.train_config(self.config["teacher"]["train"]), folder,
-              resume=True, quiet=self.quiet, role="teacher",
-              info={"model": self.config["teacher"]["model"]}, brief=True)
+        train(method, self.dataset, self.train_config(teacher.train), folder, resume=True,
+              quiet=self.quiet, role="teacher", info={"model": teacher.model}, brief=True)
 
     def evaluate_teacher(self, folder: Path) -> None:
-        accuracy = evaluate_accuracy(self.teacher, self.dataset, self.config["device"])
+        accuracy = evaluate_accuracy(self.teacher, self.dataset, self.config.device)
         write_json(folder / "evaluation.json", {
-            "weights": self.config["teacher"]["weights"], "best_test_acc": accuracy,
+            "weights": self.config.teacher.weights, "best_test_acc": accuracy,
             "last_test_acc": accuracy})
 
     def student_steps(self, budget: str) -> dict[str, Any]:
@@ -107,7 +113,7 @@ class PipelineRun:
         self.step(f"search {budget}", search_dir, "summary.json", search_inputs,
                   lambda folder: self.search(budget, folder))
         self.step(f"distill {budget}", distill_dir, "summary.json",
-                  {**search_inputs, "distill": self.config["distill"]},
+                  {**search_inputs, "distill": self.record["distill"]},
                   lambda folder: self.distill(search_dir, folder))
         return student_row(budget, read_json(search_dir / "summary.json"),
                            read_json(distill_dir / "summary.json"))
@@ -116,46 +122,44 @@ class PipelineRun:
         from kdsearch.student.run import search_student
 
         constraints, config = self.search_setup()
-        search_student(self.teacher, self.config["teacher"]["model"], self.dataset, budget,
-                       config, constraints, folder, seed=self.config["seed"],
+        search_student(self.teacher, self.config.teacher.model, self.dataset, budget,
+                       config, constraints, folder, seed=self.config.seed,
                        progress=not self.quiet, resume=True)
 
     def distill(self, search_dir: Path, folder: Path) -> None:
         import torch
 
         from kdsearch.distill import get_method, run_stages
-        from kdsearch.distill.stages import parse_stage
         from kdsearch.models.checkpoint import load_weights
         from kdsearch.student.spec import build_student
 
-        distill = self.config["distill"]
-        stages = [parse_stage(stage, "distill") for stage in distill["stages"]]
-        torch.manual_seed(self.config["seed"])  # the student's initialisation
+        distill = self.config.distill
+        torch.manual_seed(self.config.seed)  # the student's initialisation
         student = build_student(read_json(search_dir / "student.json"), fresh=True)
-        if distill["init"] == "search":
+        if distill.init == "search":
             load_weights(student, search_dir / "student.pt")
-        needs_teacher = any(get_method(stage.method).needs_teacher for stage in stages)
-        run_stages(stages, student, self.teacher if needs_teacher else None, self.dataset,
-                   self.train_config(distill["settings"]), folder, resume=True,
+        needs_teacher = any(get_method(stage.method).needs_teacher for stage in distill.stages)
+        run_stages(distill.stages, student, self.teacher if needs_teacher else None,
+                   self.dataset, self.train_config(distill.settings), folder, resume=True,
                    quiet=self.quiet, info={"student": str(search_dir / "student.json"),
-                                           "teacher": self.config["teacher"]["model"]},
+                                           "teacher": self.config.teacher.model},
                    brief=True)
 
     def compare_step(self) -> list[dict[str, Any]]:
         folder = self.out / "compare"
-        inputs = {**self.teacher_inputs(), "compare": self.config["compare"]}
+        inputs = {**self.teacher_inputs(), "compare": self.record["compare"]}
         self.step("compare", folder, "comparison.csv", inputs, self.compare)
         return read_comparison(folder / "comparison.csv")
 
     def compare(self, folder: Path) -> None:
         from kdsearch.compare import Comparison, run_comparison
 
-        dataset = self.config["dataset"]
+        dataset = self.config.dataset
         settings = Comparison(
-            teacher=self.config["teacher"]["model"], teacher_weights=str(self.teacher_weights),
-            dataset=dataset["name"],
-            data_options={"data_dir": dataset["data_dir"], "subset": dataset["subset"]},
-            device=self.config["device"], quiet=self.quiet, **self.config["compare"])
+            teacher=self.config.teacher.model, teacher_weights=str(self.teacher_weights),
+            dataset=dataset.name,
+            data_options={"data_dir": dataset.data_dir, "subset": dataset.subset},
+            device=self.config.device, quiet=self.quiet, **self.config.compare)
         run_comparison(settings, folder)
 
     def show_step(self) -> list[str]:
@@ -183,43 +187,37 @@ class PipelineRun:
             self.seconds[name] = round(time.perf_counter() - start, 2)
 
     def teacher_inputs(self) -> dict[str, Any]:
-        return {"dataset": self.config["dataset"], "teacher": self.config["teacher"],
-                "seed": self.config["seed"]}
+        return {key: self.record[key] for key in ("dataset", "teacher", "seed")}
 
     def search_inputs(self) -> dict[str, Any]:
-        return {key: value for key, value in self.config["search"].items() if key != "budgets"}
+        return {key: value for key, value in self.record["search"].items() if key != "budgets"}
 
     def search_setup(self):
-        from kdsearch.graph.units import Constraints
-        from kdsearch.presets import from_mapping, load_preset
-        from kdsearch.search.config import SearchConfig
+        from kdsearch.presets import load_preset
 
-        search = self.config["search"]
-        constraints, config = load_preset(search["preset"])
-        config = from_mapping(SearchConfig, {"device": self.config["device"],
-                                             **search["settings"]}, "search", base=config)
-        constraints = from_mapping(Constraints, search["constraints"], "search.constraints",
-                                   base=constraints)
-        return constraints, config
+        search = self.config.search
+        constraints, config = load_preset(search.preset)
+        config = dataclasses.replace(config, device=self.config.device, **search.settings)
+        return dataclasses.replace(constraints, **search.constraints), config
 
     def train_config(self, settings: dict[str, Any]):
         from kdsearch.distill import TrainConfig
 
-        return TrainConfig(seed=self.config["seed"], device=self.config["device"], **settings)
+        return TrainConfig(seed=self.config.seed, device=self.config.device, **settings)
 
     @property
     def dataset(self):
         if self._dataset is None:
             from kdsearch.data import load_dataset
 
-            spec = self.config["dataset"]
-            self._dataset = load_dataset(spec["name"], data_dir=spec["data_dir"],
-                                         subset=spec["subset"], seed=self.config["seed"])
+            spec = self.config.dataset
+            self._dataset = load_dataset(spec.name, data_dir=spec.data_dir,
+                                         subset=spec.subset, seed=self.config.seed)
         return self._dataset
 
     @property
     def teacher_weights(self) -> Path:
-        given = self.config["teacher"]["weights"]
+        given = self.config.teacher.weights
         return Path(given) if given else self.out / "teacher" / TEACHER_WEIGHTS
 
     @property
@@ -227,7 +225,7 @@ class PipelineRun:
         if self._teacher is None:
             from kdsearch.models.checkpoint import load_weights
 
-            self._teacher = self.build_model(self.config["teacher"]["model"])
+            self._teacher = self.build_model(self.config.teacher.model)
             load_weights(self._teacher, self.teacher_weights)
             self._teacher.eval()
         return self._teacher

@@ -4,6 +4,7 @@ Teacher Assistants" (ICCV 2021). The chain of models is :mod:`kdsearch.distill.c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -66,7 +67,12 @@ class DGKD(DistillMethod):
     """
 
     trains_a_chain: ClassVar[bool] = True  # kdsearch train runs kdsearch.distill.chain
-    defaults: ClassVar[dict[str, Any]] = {"temperature": 5.0, "kd_weight": 1.0, "keep_prob": 0.75}
+
+    @dataclass
+    class Options:
+        temperature: float = 5.0
+        kd_weight: float = 1.0  # lambda
+        keep_prob: float = 0.75
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *,
                  input_size: tuple[int, int, int] | None = None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
 
 import torch
 
@@ -21,8 +21,13 @@ class HintonKD(DistillMethod):
     T = 4, CE weight 0.1, KD weight 0.9.
     """
 
-    defaults: ClassVar[dict[str, Any]] = {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9}
     teacher_logits_only = True  # reads nothing of the teacher but its logits: cacheable
+
+    @dataclass
+    class Options:
+        temperature: float = 4.0
+        ce_weight: float = 0.1
+        kd_weight: float = 0.9
 
     def forward_train(
         self, images: torch.Tensor, labels: torch.Tensor, epoch: int

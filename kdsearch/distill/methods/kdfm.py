@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -110,17 +111,18 @@ class KDFM(DistillMethod):
     """
 
     needs_input_size: ClassVar[bool] = True
-    defaults: ClassVar[dict[str, Any]] = {
-        "ce_weight": 1.0,
-        "shared_weight": 1.0,
-        "temperature": 4.0,
-        "feature_weight": 1.0,
-        "adversarial_weight": 0.1,
-        "disc_channels": 64,
-        "disc_lr": 2e-4,
-        "disc_beta1": 0.5,
-        "disc_beta2": 0.999,
-    }
+
+    @dataclass
+    class Options:
+        ce_weight: float = 1.0
+        shared_weight: float = 1.0
+        temperature: float = 4.0
+        feature_weight: float = 1.0
+        adversarial_weight: float = 0.1
+        disc_channels: int = 64
+        disc_lr: float = 2e-4
+        disc_beta1: float = 0.5
+        disc_beta2: float = 0.999
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *,
                  input_size: tuple[int, int, int] | None = None, **options: Any):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -73,7 +74,11 @@ class RecurrentKD(DistillMethod):
     """
 
     needs_input_size: ClassVar[bool] = True
-    defaults: ClassVar[dict[str, Any]] = {"tying": "interleaved", "beta": 1000.0}
+
+    @dataclass
+    class Options:
+        tying: str = "interleaved"  # interleaved, sequential or single
+        beta: float = 1000.0
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *,
                  input_size: tuple[int, int, int] | None = None, **options: Any):

@@ -9,6 +9,7 @@ traceable pair works, searched students of arbitrary widths included.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -121,9 +122,12 @@ class ReviewKD(DistillMethod):
     """
 
     needs_input_size: ClassVar[bool] = True
-    defaults: ClassVar[dict[str, Any]] = {
-        "ce_weight": 1.0, "review_weight": 1.0, "warmup_epochs": 20,
-    }
+
+    @dataclass
+    class Options:
+        ce_weight: float = 1.0
+        review_weight: float = 1.0  # lambda
+        warmup_epochs: int = 20
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *,
                  input_size: tuple[int, int, int] | None = None, **options: Any):
