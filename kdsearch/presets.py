@@ -16,6 +16,7 @@ from pathlib import Path
 from kdsearch.errors import KdsearchError
 from kdsearch.graph.units import UNIT_KINDS, Constraints
 from kdsearch.io import read_yaml
+from kdsearch.registry import unknown_name_message
 from kdsearch.search.config import SearchConfig
 from kdsearch.settings import from_mapping
 
@@ -49,7 +50,25 @@ def preset_path(name_or_path: str) -> Path:
             raise KdsearchError(f"{path}: no such preset file")
         return path
     candidate = search_spaces_dir() / f"{name_or_path}.yaml"
-    return candidate if candidate.is_file() else search_spaces_dir() / "generic.yaml"
+    if candidate.is_file():
+        return candidate
+    if name_or_path not in model_families():  # a typo must not search with another preset
+        raise KdsearchError(unknown_name_message("preset", name_or_path, preset_names()))
+    return search_spaces_dir() / "generic.yaml"  # a family without a preset of its own
+
+
+def preset_names() -> list[str]:
+    """The presets in ``search_spaces/`` (the pipeline and tune configs beside them aside)."""
+    return sorted(path.stem for path in search_spaces_dir().glob("*.yaml")
+                  if not path.stem.startswith(("pipeline_", "tune_")))
+
+
+def model_families() -> set[str]:
+    """The families of every registered model, torchvision's and the generic one."""
+    from kdsearch.models import MODELS, model_names
+
+    return {MODELS.meta(name).get("family", "generic") for name in model_names()} | {
+        "torchvision", "generic"}
 
 
 def load_preset(name_or_path: str) -> tuple[Constraints, SearchConfig]:

@@ -302,3 +302,11 @@ def test_warnings_are_one_line_on_the_command_line(tmp_path, capsys):
     assert code == 0, err
     lines = [line for line in err.splitlines() if "recurrent" in line]
     assert lines == [lines[0]] and lines[0].startswith("kdsearch: warning: recurrent: ")
+
+
+def test_a_misspelt_preset_is_an_error_not_the_generic_preset(capsys):
+    assert main(["graph", "resnet20", "--preset", "resnet_cifar_depht"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("kdsearch: error: unknown preset 'resnet_cifar_depht'; did you mean: "
+                   "resnet_cifar_depth, resnet_cifar?")
+    assert main(["graph", "resnet20", "--preset", "generic"]) == 0  # a preset by name
