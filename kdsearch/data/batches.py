@@ -60,7 +60,43 @@ class Boxes(NamedTuple):
     width: torch.Tensor
 
 
-class DeviceBatches:
+class EpochBatches:
+    """What every batch iterator shares: epochs (:meth:`set_epoch`), the batch count
+    (``len()``, after ``drop_last``) and the normalisation constants of uint8 pixels. A
+    subclass sets ``labels``, ``batch_size``, ``train`` and ``device``, calls
+    :meth:`_epochs_and_normalisation` and yields ``(images, labels, views)`` from
+    :meth:`iter_views`."""
+
+    labels: torch.Tensor
+    batch_size: int
+    device: torch.device
+
+    def _epochs_and_normalisation(self, train: bool, drop_last: bool | None,
+                                  mean: Sequence[float], std: Sequence[float]) -> None:
+        full_batch_exists = len(self.labels) >= self.batch_size
+        self.drop_last = (train and full_batch_exists) if drop_last is None else drop_last
+        shape = (1, len(mean), 1, 1)
+        self._offset = torch.tensor(mean, device=self.device).view(shape) * 255
+        self._scale = torch.tensor(std, device=self.device).view(shape) * 255
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration use ``epoch`` (its order and augmentation)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        count, rest = divmod(len(self.labels), self.batch_size)
+        return count if self.drop_last or rest == 0 else count + 1
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels, _ in self.iter_views():
+            yield images, labels
+
+    def iter_views(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, BatchViews]]:
+        raise NotImplementedError
+
+
+class DeviceBatches(EpochBatches):
     """Iterate ``(float32 normalised images [B, C, H, W], int64 labels [B])`` on ``device``.
 
     ``train=True``: a fresh permutation and augmentation each epoch, the last partial batch
@@ -114,28 +150,11 @@ class DeviceBatches:
         self.seed = seed
         self.channels_last = channels_last
         self.shard = shard
-        full_batch_exists = len(labels) >= batch_size
-        self.drop_last = (train and full_batch_exists) if drop_last is None else drop_last
-        shape = (1, len(mean), 1, 1)
-        self._offset = torch.tensor(mean, device=self.device).view(shape) * 255
-        self._scale = torch.tensor(std, device=self.device).view(shape) * 255
-        self.epoch = 0
+        self._epochs_and_normalisation(train, drop_last, mean, std)
 
     @property
     def finite_views(self) -> bool:
         return self.resized_crop is None
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration use ``epoch`` (its order and augmentation)."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        count, rest = divmod(len(self.labels), self.batch_size)
-        return count if self.drop_last or rest == 0 else count + 1
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels, _ in self.iter_views():
-            yield images, labels
 
     def iter_views(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, BatchViews]]:
         """Like ``iter()``, with each batch's :class:`BatchViews` as a third item."""

@@ -20,7 +20,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from kdsearch.data.batches import BatchViews, check_shard, epoch_seed, model_input
+from kdsearch.data.batches import (
+    BatchViews,
+    EpochBatches,
+    check_shard,
+    epoch_seed,
+    model_input,
+)
 from kdsearch.data.crops import ResizedCrop
 from kdsearch.data.imagefiles import ImageFiles, UnreadableImage, eval_view, train_view
 from kdsearch.errors import KdsearchError
@@ -99,7 +105,7 @@ class _BatchKeys:
         return len(self.batches)
 
 
-class StreamBatches:
+class StreamBatches(EpochBatches):
     """Iterate ``(float32 normalised images [B, C, H, W], int64 labels [B])`` on ``device``,
     decoding ``files`` in DataLoader workers, with the arguments and behaviour of
     :class:`~kdsearch.data.batches.DeviceBatches` (batch order, ``drop_last``, ``set_epoch``,
@@ -122,26 +128,9 @@ class StreamBatches:
         self.labels = labels.to(self.device, torch.int64)
         self.batch_size, self.train, self.channels_last = batch_size, train, channels_last
         self.hflip, self.crop_padding = hflip and train, 0
-        full_batch_exists = len(labels) >= batch_size
-        self.drop_last = (train and full_batch_exists) if drop_last is None else drop_last
-        shape = (1, len(mean), 1, 1)
-        self._offset = torch.tensor(mean, device=self.device).view(shape) * 255
-        self._scale = torch.tensor(std, device=self.device).view(shape) * 255
+        self._epochs_and_normalisation(train, drop_last, mean, std)
         self._keys = _BatchKeys()
         self._loader: DataLoader | None = None
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration use ``epoch`` (its order and augmentation)."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        count, rest = divmod(len(self.labels), self.batch_size)
-        return count if self.drop_last or rest == 0 else count + 1
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels, _ in self.iter_views():
-            yield images, labels
 
     def iter_views(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, BatchViews]]:
         """Like ``iter()``, with each batch's :class:`BatchViews` (indices) as a third item."""
