@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -180,16 +181,22 @@ def png_width(path: Path) -> int:
 
 def assert_figures(folder: Path, names: set[str]) -> None:
     for name in names:
-        assert 600 <= png_width(folder / f"{name}.png") <= 1000  # a README image
+        width = png_width(folder / f"{name}.png")
+        if name == "graph":  # zoomed into: its channel counts must stay legible
+            assert width >= 1600
+        else:
+            assert 600 <= width <= 1000  # a README image
         assert "<svg" in (folder / f"{name}.svg").read_text()[:2000]
 
 
 def test_show_writes_search_and_training_figures(search_run, train_run, tmp_path):
     written = show_run(search_run, tmp_path / "search")
-    assert {p.stem for p in written} == SEARCH_FIGURES and len(written) == 8
+    assert {p.stem for p in written} == SEARCH_FIGURES | {"index"} and len(written) == 9
+    assert written[-1] == tmp_path / "search" / "index.html"  # --out outside the run folder
     assert_figures(tmp_path / "search", SEARCH_FIGURES)
-    written = show_run(train_run)  # default: RUN_DIR/figures
-    assert written == [train_run / "figures/training.png", train_run / "figures/training.svg"]
+    written = show_run(train_run)  # default: RUN_DIR/figures, and RUN_DIR/index.html
+    assert written == [train_run / "figures/training.png", train_run / "figures/training.svg",
+                       train_run / "index.html"]
     assert_figures(train_run / "figures", {"training"})
 
 
@@ -200,17 +207,19 @@ def test_show_recurses_into_a_folder_of_runs(search_run, train_run, tmp_path):
         shutil.copytree(run, tmp_path / "runs" / name, ignore=shutil.ignore_patterns("figures"))
     written = show_run(tmp_path / "runs")
     figures = tmp_path / "runs" / "figures"
-    assert {p.relative_to(figures).with_suffix("").as_posix() for p in written} == {
+    assert written[-1] == tmp_path / "runs" / "index.html"
+    assert {p.relative_to(figures).with_suffix("").as_posix() for p in written[:-1]} == {
         *(f"search/{name}" for name in SEARCH_FIGURES), "kd_0/training", "kd_1/training",
         "test_accuracy"}
-    searches, trainings = find_runs(tmp_path / "runs")  # figures/ holds no run
+    searches, trainings, tunes = find_runs(tmp_path / "runs")  # figures/ holds no run
     assert [p.name for p in searches] == ["search"]
-    assert [p.name for p in trainings] == ["kd_0", "kd_1"]
+    assert [p.name for p in trainings] == ["kd_0", "kd_1"] and tunes == []
 
 
 def test_cli_show(search_run, tmp_path, capsys):
     assert main(["show", str(search_run), "--out", str(tmp_path / "fig")]) == 0
-    assert "graph.png" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "graph.png" in out and f"wrote {tmp_path / 'fig' / 'index.html'}" in out
     assert (tmp_path / "fig" / "gates.png").stat().st_size > 0
 
 
@@ -271,3 +280,118 @@ def test_a_latency_file_of_another_teacher_is_one_line(search_run, tmp_path):
     (run / "latency.json").write_text(json.dumps({"latency": {"median_ms": 1.0}}))
     with pytest.raises(KdsearchError, match=r"not a kdsearch latency\.json"):
         show_run(run, tmp_path / "figures")
+
+
+# -- index.html ---------------------------------------------------------------------------
+def _train_copy(train_run: Path, folder: Path, **summary) -> None:
+    import shutil
+
+    shutil.copytree(train_run, folder, ignore=shutil.ignore_patterns("figures", "index.html"))
+    data = read_json(folder / "summary.json")
+    data["config"]["seed"] = summary.pop("seed", 0)
+    (folder / "summary.json").write_text(json.dumps({**data, **summary}))
+
+
+@pytest.fixture(scope="module")
+def run_folder(search_run, train_run, tmp_path_factory) -> tuple[Path, list[Path]]:
+    """A pipeline-like folder: a search, a comparison's trainings (two seeds of one
+    student) and its tables and figure, results.md, and a tune run's files; shown."""
+    import shutil
+
+    from kdsearch.compare.plots import draw_pareto, pareto_data
+    from kdsearch.tune.run import csv_text
+
+    root = tmp_path_factory.mktemp("shown") / "run"
+    shutil.copytree(search_run, root / "search/0.5x", ignore=shutil.ignore_patterns("figures"))
+    train = root / "compare/train"
+    for seed in (0, 1):
+        _train_copy(train_run, train / f"hand-designed_digits_resnet8/seed{seed}", seed=seed,
+                    kind="hand-designed", student="digits_resnet8")
+    _train_copy(train_run, train / "searched_like_digits_resnet8/seed0", kind="searched",
+                student="digits_resnet14 searched @ like:digits_resnet8")
+    rows = [{"kind": "hand-designed", "student": "digits_resnet8", "budget": "like:r8",
+             "macs": 431328, "seeds": 1, "best_acc_mean": 86.5, "best_acc_std": None,
+             "last_acc_mean": 86.0, "last_acc_std": None}]
+    (root / "compare/comparison.csv").write_text(csv_text(rows))
+    (root / "compare/comparison.md").write_text("# comparison\n\n| kind |\n|---|\n| x |\n")
+    draw_pareto(pareto_data(rows, "t"), root / "compare/comparison.png")
+    (root / "results.md").write_text("| model | MACs |\n|---|---:|\n| teacher | 1.6M |\n")
+    trials = [{"number": 0, "state": "COMPLETE", "accuracy": 80.0, "macs": 4e5, "params": 10},
+              {"number": 1, "state": "FAIL", "accuracy": None, "macs": None, "params": None}]
+    (root / "tune").mkdir()
+    (root / "tune/trials.csv").write_text(csv_text(trials))
+    (root / "tune/pareto.json").write_text(json.dumps({
+        "objectives": {"accuracy": "maximize", "macs": "minimize"}, "front": trials[:1]}))
+    return root, show_run(root)
+
+
+class Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.hrefs, self.images, self.tags, self.paragraphs = [], [], set(), 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.add(tag)
+        self.paragraphs += tag == "p"
+        if tag == "a" and "href" in attrs:
+            self.hrefs.append(attrs["href"])
+        if tag == "img":
+            self.images.append(attrs["src"])
+
+
+def test_index_links_every_table_and_figure_of_the_run(run_folder):
+    from urllib.parse import unquote
+
+    run_folder, written = run_folder
+    index = run_folder / "index.html"
+    assert written[-1] == index
+    page = Links()
+    page.feed(index.read_text())
+    assert "script" not in page.tags  # plain HTML: nothing to run, no server needed
+    for link in page.hrefs + page.images:
+        assert "://" not in link and not link.startswith("/"), link  # relative
+        target = (run_folder / unquote(link)).resolve()
+        assert target.is_file() and run_folder.resolve() in target.parents, link
+    images = {(run_folder / unquote(src)).resolve() for src in page.images}
+    pngs = {p.resolve() for p in written if p.suffix == ".png"}
+    assert pngs | {(run_folder / "compare/comparison.png").resolve()} == images
+    linked = {(run_folder / unquote(href)).resolve() for href in page.hrefs}
+    assert {p.resolve() for p in written if p.suffix == ".svg"} <= linked
+    tables = {run_folder / name for name in ("results.md", "compare/comparison.csv",
+                                             "compare/comparison.md", "tune/trials.csv")}
+    assert {p.resolve() for p in tables} <= linked
+    assert page.paragraphs > len(images) + len(tables)  # a reading of each
+    assert (run_folder / "figures/tune/pareto_front.png").resolve() in images
+
+
+def test_training_figures_name_runs_by_student_and_seed(run_folder):
+    figures = run_folder[0] / "figures"
+    legend = (figures / "test_accuracy.svg").read_text()
+    for label in ("hand-designed digits_resnet8, seed 0", "hand-designed digits_resnet8, seed 1",
+                  "searched @ like:digits_resnet8 (best"):
+        assert label in legend, label
+    assert "compare/train" not in legend and "seed0" not in legend
+    title = (figures / "compare/train/hand-designed_digits_resnet8/seed1/training.svg")
+    assert "hand-designed digits_resnet8, seed 1: ce" in title.read_text()
+
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "firefox")
+
+
+def test_index_renders_in_a_headless_browser(run_folder, tmp_path):
+    """Skipped where no browser is installed (this machine and CI have none)."""
+    import shutil
+    import subprocess
+
+    browser = next((b for b in map(shutil.which, BROWSERS) if b), None)
+    if browser is None:
+        pytest.skip(f"no headless browser ({', '.join(BROWSERS)}) on this machine")
+    uri, shot = (run_folder[0] / "index.html").resolve().as_uri(), tmp_path / "index.png"
+    if "firefox" in Path(browser).name:
+        command = [browser, "--headless", "--screenshot", str(shot), uri]
+    else:
+        command = [browser, "--headless", "--disable-gpu", "--no-sandbox",
+                   f"--screenshot={shot}", "--window-size=1200,4000", uri]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    assert shot.is_file() and png_width(shot) >= 1000

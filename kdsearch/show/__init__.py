@@ -1,6 +1,7 @@
-"""Figures of kdsearch runs: ``compute the data`` (:mod:`.data`, no display needed) is kept
-apart from ``draw it`` (:mod:`.draw`, matplotlib); :func:`show_run` does both for a run
-directory."""
+"""Figures of kdsearch runs: ``compute the data`` (:mod:`.data`, :mod:`.trials`; no display
+needed) is kept apart from ``draw it`` (:mod:`.draw`, :mod:`.curves`; matplotlib);
+:func:`show_run` does both for a run directory and writes its ``index.html``
+(:mod:`.index`)."""
 
 from kdsearch.show.data import (
     GateCurves,
@@ -18,6 +19,7 @@ from kdsearch.show.data import (
     training_curves,
 )
 from kdsearch.show.run import show_run
+from kdsearch.show.trials import TuneFront, tune_front
 
 __all__ = [
     "GateCurves",
@@ -27,6 +29,7 @@ __all__ = [
     "Speed",
     "StageMacs",
     "TrainingCurves",
+    "TuneFront",
     "gate_curves",
     "graph_layout",
     "layer_widths",
@@ -34,4 +37,5 @@ __all__ = [
     "speed",
     "stage_macs",
     "training_curves",
+    "tune_front",
 ]

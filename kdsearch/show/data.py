@@ -390,3 +390,44 @@ def speed(latency_json: dict, teacher: str | None = None) -> Speed:
 
 def _optional(value) -> float | None:
     return None if value is None else float(value)
+
+
+FOCUS_EPOCHS = 6  # curves shorter than this are shown whole
+
+
+def focus_range(series: list[list[float]], pad: float = 0.1) -> tuple[float, float] | None:
+    """A y-range for accuracy curves that shows the differences between the later epochs:
+    from the lowest value of the later half of every series to the highest value overall,
+    padded; None when that would hide nothing (the full range is as good) or the curves
+    are shorter than :data:`FOCUS_EPOCHS`."""
+    if max(map(len, series), default=0) < FOCUS_EPOCHS:
+        return None
+    values = [v for s in series for v in s if v == v]
+    late = [v for s in series for v in s[len(s) // 2:] if v == v]
+    if not late:
+        return None
+    low, high = min(late), max(values)
+    margin = max(0.5, pad * (high - low))
+    if low - margin <= min(values):
+        return None
+    return low - margin, high + margin
+
+
+def run_label(summary: dict, fallback: str) -> str:
+    """A training run as a reader names it, from its ``summary.json``: ``hand-designed
+    digits_resnet8``, ``searched @ like:digits_resnet8`` (a compare run: kind and student),
+    ``searched @ 0.5x`` (a pipeline's distillation of ``search/0.5x/student.json``),
+    ``teacher resnet56``; ``fallback`` (the folder) when the summary says nothing."""
+    student, kind = str(summary.get("student") or ""), str(summary.get("kind") or "")
+    if not student and summary.get("model"):
+        return f"teacher {summary['model']}"
+    if kind and f" {kind} " in f" {student} ":  # "resnet56 l1 @ like:resnet20"
+        return kind + student.split(f" {kind}", 1)[1]
+    if kind:
+        return f"{kind} {student}"
+    if student.endswith(".json"):  # a spec: the search it came from names it
+        folder = student.replace("\\", "/").split("/")[:-1]
+        if len(folder) >= 2 and folder[-2] == "search":
+            return f"searched @ {folder[-1]}"
+        return "/".join(student.replace("\\", "/").split("/")[-2:])
+    return student or fallback

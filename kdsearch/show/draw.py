@@ -1,8 +1,12 @@
-"""Draw the figure data of :mod:`kdsearch.show.data` with matplotlib, sized for a README.
+"""Draw the network figures of :mod:`kdsearch.show.data` with matplotlib: the teacher graph,
+widths per layer, MACs per stage (the curves over steps and epochs are in
+:mod:`kdsearch.show.curves`).
 
 Figures are plain :class:`matplotlib.figure.Figure` objects rendered by the Agg (PNG) and
 SVG backends: pyplot and its global state are never touched, so no display is needed.
-Each figure is 1000 px wide at :data:`DPI`.
+Figures are 1000 px wide at :data:`DPI` (README-sized); the graph is drawn at
+:data:`GRAPH_DPI` and at least :data:`GRAPH_PX` wide, so that its channel counts stay
+legible when zoomed.
 """
 
 from __future__ import annotations
@@ -15,26 +19,29 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, PathPatch, Rectangle
 from matplotlib.path import Path as MplPath
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter
 
 from kdsearch.io import atomic_write
 from kdsearch.show.data import (
+    HEAD,
     ROW_GAP,
-    GateCurves,
     GraphLayout,
     LayerWidth,
     LayoutNode,
     StageMacs,
-    TrainingCurves,
 )
 
 DPI, WIDTH_IN = 100, 10.0
+GRAPH_PX, GRAPH_DPI = 1600, 150  # the graph's PNG: the smallest width, the least dpi
 KEPT, CUT, TEACHER, EDGE, GHOST = "#2f6db5", "#c9c9c9", "#f4f4f4", "#333333", "#9a9a9a"
 BLOCK, BUDGET = "#e07b39", "#c0392b"
 STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 10,
          "xtick.labelsize": 10, "ytick.labelsize": 10, "svg.fonttype": "none",
          "axes.spines.top": False, "axes.spines.right": False}
-BOX_W, BOX_H, MIN_H = 0.56, 0.42, 0.1  # graph boxes, in layout units (columns, rows)
+BOX_W, BOX_H, MIN_H = 0.56, 0.42, 0.12  # graph boxes, in layout units (columns, rows)
+SLIVER = 0.045  # the least height of a box's kept part: 1 of 64 channels stays visible
+NEARLY_REMOVED = 0.1  # a layer keeping less than this fraction is outlined in red
+COUNT_PT, LEAST_COUNT_PT = 6.5, 4.5  # font size of the channel counts on the graph
 
 
 def si(value: float) -> str:
@@ -45,6 +52,18 @@ def si(value: float) -> str:
     return f"{value:.3g}"
 
 
+def percent(share: float) -> str:
+    """A fraction as a percentage that never rounds a kept part to nothing: ``0.002`` ->
+    ``0.2 %``, ``0.0004`` -> ``<0.1 %``, ``0.32`` -> ``32 %``, ``0.9996`` -> ``>99.9 %``."""
+    if share <= 0 or share >= 1:
+        return f"{share:.0%}".replace("%", " %")
+    if share < 0.001:
+        return "<0.1 %"
+    if share > 0.999:
+        return ">99.9 %"
+    return f"{100 * share:.1f} %" if share < 0.1 or share > 0.99 else f"{100 * share:.0f} %"
+
+
 MACS = FuncFormatter(lambda value, _: si(value))
 
 
@@ -53,11 +72,13 @@ def new_figure(height: float, width: float = WIDTH_IN) -> Figure:
         return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
-def save_figure(fig: Figure, stem: Path) -> list[Path]:
-    """Write ``stem.png`` and ``stem.svg``; return both paths."""
+def save_figure(fig: Figure, stem: Path, min_px: int = 0, dpi: float = DPI) -> list[Path]:
+    """Write ``stem.png`` (at ``dpi``, and at least ``min_px`` wide) and ``stem.svg``;
+    return both paths."""
     png, svg = stem.with_suffix(".png"), stem.with_suffix(".svg")
+    dpi = max(dpi, min_px / fig.get_figwidth())
     with mpl.rc_context(STYLE):
-        atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=DPI, facecolor="white"))
+        atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=dpi, facecolor="white"))
         atomic_write(svg, lambda f: fig.savefig(f, format="svg", facecolor="white",
                                                 metadata={"Date": None}))
     return [png, svg]
@@ -65,14 +86,19 @@ def save_figure(fig: Figure, stem: Path) -> list[Path]:
 
 # -- 1. the teacher graph ------------------------------------------------------------------
 
+def count_text(node: LayoutNode) -> str:
+    """The channel count written on a layer's box: teacher -> student (``64→23``)."""
+    return f"{node.width}→{node.kept}"
+
+
 def draw_graph(layout: GraphLayout, title: str = "") -> Figure:
-    """One row per stage, layers left to right; box height ∝ channels, blue = kept."""
+    """One row per stage, layers left to right; box height ∝ channels, blue = kept, the
+    channel counts (teacher→student) under each box."""
+    layers = [n for n in layout.nodes if n.kind in ("conv", "linear") and not n.removed]
     columns = max((n.x for n in layout.nodes), default=0) + 1
-    longest = max(map(len, title.splitlines()), default=0)
-    # a short network is not stretched, but its title fits (about 0.075 in per character)
-    width = min(WIDTH_IN, max(6.0, 1.6 + 0.6 * columns, 0.4 + 0.075 * longest))
-    margin = 0.9 + 60 * (columns + 1.5) / (0.95 * DPI * width)  # room for "16×16"
-    fig = new_figure(0.9 + 1.5 * len(layout.rows), width=width)
+    width, count_pt = _graph_width(columns, layers, title)
+    margin = 0.9 + 43 * (columns + 1.5) / (0.95 * 72 * width)  # room for "16×16"
+    fig = new_figure(1.0 + 1.6 * len(layout.rows), width=width)
     with mpl.rc_context(STYLE):
         ax = fig.add_subplot()
         tallest = max((n.width for n in layout.nodes if n.kind == "conv"), default=1)
@@ -80,21 +106,35 @@ def draw_graph(layout: GraphLayout, title: str = "") -> Figure:
         for source, target in layout.edges:
             _draw_edge(ax, by_name[source], by_name[target])
         for node in layout.nodes:
-            _draw_node(ax, node, tallest)
-        _label_graph(ax, layout, 0.95 * DPI * width / (columns + margin))
+            _draw_node(ax, node, tallest, count_pt)
+        _label_graph(ax, layout, 0.95 * DPI * width / (columns + margin), bool(count_pt))
         ax.set_xlim(-margin, columns - 0.3)
-        top = max((n.y for n in layout.nodes), default=0) + BOX_H / 2 + 0.05
-        ax.set_ylim(-ROW_GAP * (len(layout.rows) - 1) - 0.55, max(top, 0.4))
+        top = max((n.y for n in layout.nodes), default=0) + BOX_H / 2 + 0.2
+        ax.set_ylim(-ROW_GAP * (len(layout.rows) - 1) - 0.7, max(top, 0.4))
         ax.axis("off")
         ax.set_title(title, loc="left")
         handles = _graph_legend(layout)
+        counts = " · numbers: teacher→student channels" if count_pt else ""
         fig.legend(handles=handles, loc="outside lower center", frameon=False,
                    ncol=len(handles) if width >= 8 else 3, title_fontsize=9,
-                   title="rows: stages (output resolution) · box height ∝ channels")
+                   title=f"rows: stages (output resolution) · box height ∝ channels{counts}")
     return fig
 
 
-def _draw_node(ax, node: LayoutNode, tallest: int) -> None:
+def _graph_width(columns: float, layers: list[LayoutNode], title: str) -> tuple[float, float]:
+    """The figure's width (in) and the font size of the channel counts (0: no room): wide
+    enough for the counts side by side (up to 30 in), the title, and boxes not squeezed."""
+    longest = max((len(count_text(n)) for n in layers), default=0)
+    column_pt = 0.62 * COUNT_PT * longest + 5  # a count and a gap
+    counts = (columns + 0.9 + 43 / column_pt) * column_pt / (0.95 * 72)
+    title_width = 0.4 + 0.075 * max(map(len, title.splitlines()), default=0)
+    width = max(6.0, title_width, min(16.0, 1.6 + 0.6 * columns), min(30.0, counts))
+    room = 0.95 * 72 * width / (columns + 0.9 + 43 * (columns + 1.5) / (0.95 * 72 * width))
+    size = min(COUNT_PT, (room - 3) / (0.62 * max(longest, 1)))
+    return width, (size if size >= LEAST_COUNT_PT else 0.0)
+
+
+def _draw_node(ax, node: LayoutNode, tallest: int, count_pt: float) -> None:
     if node.kind in ("input", "merge"):
         face = "white" if not node.removed else TEACHER
         marker = {"input": ">", "merge": "o"}[node.kind]
@@ -110,19 +150,31 @@ def _draw_node(ax, node: LayoutNode, tallest: int) -> None:
         ax.add_patch(Rectangle((left, bottom), BOX_W, height, facecolor=TEACHER,
                                edgecolor=GHOST, linestyle=(0, (2, 1.5)), lw=1.0, zorder=3))
         return
+    nearly = node.kept_fraction < NEARLY_REMOVED
     kept = height * node.kept_fraction
+    kept = min(height, max(kept, SLIVER)) if node.kept else 0.0
     ax.add_patch(Rectangle((left, bottom + kept), BOX_W, height - kept, facecolor=CUT,
                            lw=0, zorder=3))
-    ax.add_patch(Rectangle((left, bottom), BOX_W, kept, facecolor=KEPT, lw=0, zorder=3))
-    ax.add_patch(Rectangle((left, bottom), BOX_W, height, facecolor="none", edgecolor=EDGE,
-                           lw=0.8, zorder=4))
+    ax.add_patch(Rectangle((left, bottom), BOX_W, kept, facecolor=KEPT, lw=0, zorder=3,
+                           gid="kept"))
+    ax.add_patch(Rectangle((left, bottom), BOX_W, height, facecolor="none",
+                           edgecolor=BUDGET if nearly else EDGE, lw=1.4 if nearly else 0.8,
+                           zorder=4))
+    if count_pt:
+        raised = node.y > -ROW_GAP * node.row  # a side branch: its count goes to its right
+        x, y = (node.x + BOX_W / 2 + 0.04, node.y) if raised else \
+            (node.x, node.y - BOX_H / 2 - 0.04)
+        ax.text(x, y, count_text(node), ha="left" if raised else "center",
+                va="center" if raised else "top", fontsize=count_pt,
+                color=BUDGET if nearly else "#222222", fontweight="bold" if nearly else "normal",
+                zorder=5, gid="count")
 
 
 def _draw_edge(ax, source: LayoutNode, target: LayoutNode) -> None:
     style = {"color": GHOST if target.removed or source.removed else "#777777", "lw": 0.9,
              "zorder": 1}
     if source.row != target.row:  # down to the next row: along the gap, then in from the left
-        y_gap = -ROW_GAP * source.row - ROW_GAP / 2.6
+        y_gap = -ROW_GAP * source.row - ROW_GAP / 2.3
         xs = [source.x, source.x + 0.5, source.x + 0.5, target.x - 0.5, target.x - 0.5,
               target.x]
         ys = [source.y, source.y, y_gap, y_gap, target.y, target.y]
@@ -138,17 +190,18 @@ def _draw_edge(ax, source: LayoutNode, target: LayoutNode) -> None:
                                lw=style["lw"], zorder=1))
 
 
-def _label_graph(ax, layout: GraphLayout, column_px: float) -> None:
-    """Stage names left of the rows, module names under their nodes."""
+def _label_graph(ax, layout: GraphLayout, column_px: float, counts: bool) -> None:
+    """Stage names left of the rows, module names under their nodes (below the counts)."""
     texts, prefixes = _group_texts(layout, column_px)
+    below = BOX_H / 2 + (0.2 if counts else 0.08)
     for row, stage in enumerate(layout.rows):
         ax.text(-0.7, -ROW_GAP * row, stage, ha="right", va="center", fontsize=11,
                 fontweight="bold")
         if prefixes.get(row):
-            ax.text(-0.7, -ROW_GAP * row - BOX_H / 2 - 0.08, f"{prefixes[row]}.", ha="right",
+            ax.text(-0.7, -ROW_GAP * row - below, f"{prefixes[row]}.", ha="right",
                     va="top", fontsize=8, color="#444444")
     for group, text in zip(layout.groups, texts, strict=True):
-        ax.text((group.x0 + group.x1) / 2, -ROW_GAP * group.row - BOX_H / 2 - 0.08, text,
+        ax.text((group.x0 + group.x1) / 2, -ROW_GAP * group.row - below, text,
                 ha="center", va="top", fontsize=8, color=GHOST if group.removed else "#444444",
                 zorder=2, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.6})
 
@@ -186,6 +239,10 @@ def _group_texts(layout: GraphLayout, column_px: float) -> tuple[list[str], dict
 def _graph_legend(layout: GraphLayout) -> list:
     handles = [Patch(facecolor=KEPT, edgecolor=EDGE, label="kept channels"),
                Patch(facecolor=CUT, edgecolor=EDGE, label="removed channels")]
+    if any(n.kind in ("conv", "linear") and not n.removed and n.kept_fraction < NEARLY_REMOVED
+           for n in layout.nodes):
+        handles.append(Patch(facecolor=KEPT, edgecolor=BUDGET, lw=1.4,
+                             label=f"under {NEARLY_REMOVED:.0%} kept"))
     if any(n.removed for n in layout.nodes):
         handles.append(Patch(facecolor=TEACHER, edgecolor=GHOST, linestyle="--",
                              label="removed block"))
@@ -200,8 +257,11 @@ def _graph_legend(layout: GraphLayout) -> list:
 # -- 2. widths per layer -------------------------------------------------------------------
 
 def draw_layer_widths(widths: list[LayerWidth], title: str = "") -> Figure:
-    """Kept output channels per layer (filled) inside the teacher's width (outline)."""
-    fig = new_figure(4.2 if len(widths) > 40 else 4.8)
+    """Kept output channels per layer (filled) inside the teacher's width (outline), each
+    layer named by its module path under the axis."""
+    names = _NameTicks(len(widths))
+    longest = max((len(widths[i].name) for i in names.ticks), default=0)
+    fig = new_figure(3.6 + 0.6 * names.size * longest / 72, width=names.width)
     with mpl.rc_context(STYLE):
         ax = fig.add_subplot()
         xs = range(len(widths))
@@ -216,16 +276,29 @@ def draw_layer_widths(widths: list[LayerWidth], title: str = "") -> Figure:
                    width=0.8, facecolor="none", edgecolor=GHOST, hatch="///", lw=0,
                    label="in a removed block")
         _stage_marks(ax, [w.stage for w in widths])
-        if len(widths) <= 40:
-            ax.set_xticks(list(xs), [w.name for w in widths], rotation=90, fontsize=8)
-        else:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_xlabel("conv / linear layer (graph order)")
+        ax.set_xticks(names.ticks, [widths[i].name for i in names.ticks], rotation=90,
+                      fontsize=names.size)
+        every = f", one in {names.step} named" if names.step > 1 else ""
+        ax.set_xlabel(f"conv / linear layer (module path{every})")
         ax.set_xlim(-0.7, len(widths) - 0.3)
         ax.set_ylabel("output channels")
         ax.set_title(title, loc="left", pad=20)
         ax.legend(loc="upper left", frameon=False)
     return fig
+
+
+class _NameTicks:
+    """Which layers the x-axis names, at what font size, on how wide a figure: every layer
+    while the names fit at 5.5 pt or more on a figure up to 20 in wide; else every step-th."""
+
+    def __init__(self, count: int):
+        self.width = min(20.0, max(WIDTH_IN, 1.0 + 0.13 * count))
+        room = 0.9 * 72 * self.width / max(count, 1)  # points per layer along the axis
+        self.size = min(8.0, room / 1.3)
+        self.step = 1
+        if self.size < 5.5:
+            self.size, self.step = 5.5, math.ceil(5.5 * 1.3 / room)
+        self.ticks = list(range(0, count, self.step))
 
 
 def _stage_marks(ax, stages: list[str]) -> None:
@@ -240,145 +313,46 @@ def _stage_marks(ax, stages: list[str]) -> None:
 
 # -- 3. MACs per stage ---------------------------------------------------------------------
 
+HEAD_APART = 0.05  # a head under this fraction of the largest stage gets its own panel
+
+
 def draw_stage_macs(stages: list[StageMacs], title: str = "") -> Figure:
-    """Teacher and student MACs per resolution level, the student's share written on top."""
+    """Teacher and student MACs per resolution level, the student's share written on top;
+    a head too small to see beside the stages is drawn in its own panel, on its own scale."""
+    largest = max((s.teacher for s in stages), default=1)
+    apart = [s for s in stages if s.stage == HEAD and s.teacher < HEAD_APART * largest]
+    body = [s for s in stages if s not in apart]
     fig = new_figure(4.2)
     with mpl.rc_context(STYLE):
-        ax = fig.add_subplot()
-        xs = range(len(stages))
-        ax.bar([x - 0.2 for x in xs], [s.teacher for s in stages], width=0.4,
-               facecolor=TEACHER, edgecolor=EDGE, lw=0.8, label="teacher")
-        ax.bar([x + 0.2 for x in xs], [s.student for s in stages], width=0.4, color=KEPT,
-               label="student")
-        for x, stage in zip(xs, stages, strict=True):
-            share = stage.student / stage.teacher if stage.teacher else 0
-            ax.text(x + 0.2, stage.student, f"{si(stage.student)}\n{share:.0%}", ha="center",
-                    va="bottom", fontsize=9)
-            ax.text(x - 0.2, stage.teacher, si(stage.teacher), ha="center", va="bottom",
-                    fontsize=9, color="#555555")
-        ax.set_xticks(list(xs), [s.stage if s.stage != "head" else "head\n(linear)"
-                                 for s in stages])
-        ax.set_ylim(0, 1.15 * max((s.teacher for s in stages), default=1))
-        ax.yaxis.set_major_formatter(MACS)
+        if apart and body:
+            ax, head_ax = fig.subplots(1, 2, width_ratios=[len(body), 0.9])
+            _stage_bars(head_ax, apart)
+            head_ax.set_title("head (own scale)", fontsize=10)
+            axes = (ax, head_ax)
+        else:
+            ax = fig.add_subplot()
+            body, axes = stages, (ax,)
+        _stage_bars(ax, body)
         ax.set_xlabel("stage (output resolution)")
         ax.set_ylabel("MACs per sample")
         ax.set_title(title, loc="left")
-        ax.legend(frameon=False, loc="best")
+        ax.legend(handles=axes[0].containers[:2], frameon=False, loc="best")
     return fig
 
 
-# -- 4. the search -------------------------------------------------------------------------
-
-def draw_gate_curves(curves: GateCurves, title: str = "") -> Figure:
-    """Left: each unit's mean gate per step. Right: live and target MACs, the budget."""
-    fig = new_figure(4.2)
-    with mpl.rc_context(STYLE):
-        gates_ax, macs_ax = fig.subplots(1, 2)
-        channels = [u for u in curves.gates if curves.kind(u) == "channels"]
-        cmap = mpl.colormaps["viridis"]
-        for i, unit in enumerate(channels):
-            gates_ax.plot(curves.steps, curves.gates[unit], lw=1.0, alpha=0.8,
-                          color=cmap(0.9 * i / max(len(channels) - 1, 1)))
-        for unit in (u for u in curves.gates if curves.kind(u) == "blocks"):
-            gates_ax.plot(curves.steps, curves.gates[unit], lw=1.4, ls="--",
-                          color=BLOCK if unit in curves.removed else "#8a5a2b")
-        highest = max((v for vs in curves.gates.values() for v in vs if v == v), default=1)
-        # gates start at 1; one grown a little past it stays in view, a far outlier is named
-        top = 1.05 * highest if 1 < highest <= 1.9 else 1.05
-        gates_ax.set_ylim(-0.03, top)
-        _mark_off_scale(gates_ax, curves, top)
-        gates_ax.set(xlabel="step", ylabel="mean gate", title="gates per unit")
-        gates_ax.legend(handles=_gate_legend(curves), loc="best", frameon=False, fontsize=9)
-        _draw_macs(macs_ax, curves)
-        fig.suptitle(title, x=0.01, ha="left", fontsize=12)
-    return fig
-
-
-def _mark_off_scale(ax, curves: GateCurves, top: float) -> None:
-    """Name the units whose mean gate leaves the axis (a gate re-grown above 1)."""
-    for unit, values in curves.gates.items():
-        high = [(s, v) for s, v in zip(curves.steps, values, strict=True) if v > top]
-        if high:
-            step, _ = high[0]
-            peak = max(v for _, v in high)
-            ax.annotate(f"{unit} ↑ {peak:.3g}", (step, top), xytext=(3, -12),
-                        textcoords="offset points", fontsize=8, color="#555555")
-
-
-def _gate_legend(curves: GateCurves) -> list:
-    handles = [Line2D([], [], color=mpl.colormaps["viridis"](0.45),
-                      label="channel groups (colour: depth)")]
-    blocks = {u for u in curves.gates if curves.kind(u) == "blocks"}
-    if blocks - curves.removed:
-        handles.append(Line2D([], [], color="#8a5a2b", ls="--", label="residual blocks, kept"))
-    if blocks & curves.removed:
-        handles.append(Line2D([], [], color=BLOCK, ls="--", label="residual blocks, removed"))
-    return handles
-
-
-def _draw_macs(ax, curves: GateCurves) -> None:
-    ax.plot(curves.steps, curves.live_macs, color=KEPT, lw=1.6, label="live MACs (gates > 0)")
-    if curves.soft_macs:
-        ax.plot(curves.steps, curves.soft_macs, color=KEPT, lw=1.2, ls=":",
-                label="soft MACs (gates as fractions)")
-    ax.plot(curves.steps, curves.target_macs, color=EDGE, lw=1.2, ls="--", label="target")
-    if curves.budget_macs:
-        ax.axhline(curves.budget_macs, color=BUDGET, lw=1.2, ls=":", label="budget")
-    if curves.teacher_macs:
-        ax.axhline(curves.teacher_macs, color=GHOST, lw=1.0, ls="-.", label="teacher")
-    ax.set_ylim(0, None)
+def _stage_bars(ax, stages: list[StageMacs]) -> None:
+    xs = range(len(stages))
+    ax.bar([x - 0.2 for x in xs], [s.teacher for s in stages], width=0.4,
+           facecolor=TEACHER, edgecolor=EDGE, lw=0.8, label="teacher")
+    ax.bar([x + 0.2 for x in xs], [s.student for s in stages], width=0.4, color=KEPT,
+           label="student")
+    for x, stage in zip(xs, stages, strict=True):
+        share = stage.student / stage.teacher if stage.teacher else 0
+        ax.text(x + 0.2, stage.student, f"{si(stage.student)}\n{percent(share)}", ha="center",
+                va="bottom", fontsize=9, gid="share")
+        ax.text(x - 0.2, stage.teacher, si(stage.teacher), ha="center", va="bottom",
+                fontsize=9, color="#555555")
+    ax.set_xticks(list(xs), [s.stage if s.stage != HEAD else "head\n(linear)" for s in stages])
+    ax.set_xlim(-0.6, len(stages) - 0.4)
+    ax.set_ylim(0, 1.2 * max((s.teacher for s in stages), default=1))
     ax.yaxis.set_major_formatter(MACS)
-    ax.set(xlabel="step", ylabel="MACs per sample", title="MACs during the search")
-    ax.legend(frameon=False, loc="best", fontsize=9)
-
-
-# -- 5. training ---------------------------------------------------------------------------
-
-def draw_training_curves(curves: TrainingCurves, title: str = "") -> Figure:
-    """Accuracy, losses and learning rate per epoch, side by side."""
-    fig = new_figure(3.8)
-    marker = "o" if len(curves.epochs) <= 30 else None
-    with mpl.rc_context(STYLE):
-        acc_ax, loss_ax, lr_ax = fig.subplots(1, 3, width_ratios=[1.2, 1.2, 0.8])
-        for key, values in curves.accuracy.items():
-            acc_ax.plot(curves.epochs, values, marker=marker, ms=3,
-                        label=key.removesuffix("_acc"))
-        acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-        for key, values in curves.losses.items():
-            loss_ax.plot(curves.epochs, values, marker=marker, ms=3,
-                         lw=2.0 if key == "loss" else 1.2,
-                         label="total" if key == "loss" else key.removeprefix("loss_"))
-        loss_ax.set(xlabel="epoch", title="loss")
-        if curves.lr:
-            lr_ax.step(curves.epochs, curves.lr, where="mid", color=EDGE)
-            if min(curves.lr) > 0 and max(curves.lr) / min(curves.lr) > 20:
-                lr_ax.set_yscale("log")
-        lr_ax.set(xlabel="epoch", title="learning rate")
-        for ax, bins in ((acc_ax, 6), (loss_ax, 6), (lr_ax, 4)):
-            ax.xaxis.set_major_locator(MaxNLocator(nbins=bins, integer=True))
-        for ax in (acc_ax, loss_ax):
-            if ax.lines:
-                ax.legend(frameon=False, fontsize=9)
-        fig.suptitle(title, x=0.01, ha="left", fontsize=12)
-    return fig
-
-
-def draw_comparison(runs: dict[str, TrainingCurves], title: str = "") -> Figure:
-    """Test accuracy per epoch of several training runs (a demo or compare directory)."""
-    fig = new_figure(4.2)
-    with mpl.rc_context(STYLE):
-        ax = fig.add_subplot()
-        for name, curves in runs.items():
-            values = [v for v in curves.accuracy.get("test_acc", []) if not math.isnan(v)]
-            if values:
-                ax.plot(curves.epochs, curves.accuracy["test_acc"], lw=1.5,
-                        marker="o" if len(values) <= 30 else None, ms=3,
-                        label=f"{name} (best {max(values):.1f}%)")
-        ax.set(xlabel="epoch", ylabel="test accuracy (%)")
-        ax.set_title(title or "test accuracy of each training run", loc="left")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if len(ax.lines) > 6:
-            ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-        elif ax.lines:
-            ax.legend(frameon=False, fontsize=9, loc="best")
-    return fig
