@@ -6,11 +6,11 @@ every check, so a phase killed at its time limit still leaves what it found::
 
     python bench/gpu/smoke.py --device cuda --out OUT/smoke.json
 
-Checks: the environment; 2 training steps with bf16 autocast, channels-last and
-torch.compile (``kdsearch train --compile``); the teacher-logit cache under bf16 against the
-same run without it; torchrun with 1 process (NCCL on CUDA, gloo on the CPU); a 5-step
-search; the extraction exactness check in float32 on the device; export and latency, when
-those commands exist.
+Checks, in this order (the slowest last: a phase stopped at its limit loses only it): the
+environment; the teacher-logit cache under bf16 against the same run without it; torchrun
+with 1 process (NCCL on CUDA, gloo on the CPU); a 5-step search; the extraction exactness
+check in float32 on the device; export and latency of the searched student; 2 training
+steps with bf16 autocast, channels-last and torch.compile (``kdsearch train --compile``).
 """
 
 from __future__ import annotations
@@ -82,20 +82,6 @@ def environment(args: argparse.Namespace, work: Path) -> dict:
         except ImportError:
             found[module] = None  # optuna and torch_pruning are absent on the rented GPU
     return found
-
-
-@check("train_bf16_channels_last_compile")
-def train_compiled(args: argparse.Namespace, work: Path) -> dict:
-    """2 steps (128 images, batch 64) of the trainer with torch.compile (resnet8 as teacher
-    too: compiling takes time in proportion to the graphs)."""
-    out = work / "train_compiled"
-    kdsearch("train", "--teacher", STUDENT, "--student", STUDENT, *data_args(args, 128),
-             "--epochs", "1", "--compile", "--out", str(out))
-    summary = read_json(out / "summary.json")
-    if args.device.startswith("cuda") and summary["numerics"] != "bf16+channels_last":
-        raise RuntimeError(f"trained in {summary['numerics']}, not bf16+channels_last")
-    return {"numerics": summary["numerics"], "images_per_s": summary["images_per_s"],
-            "last_test_acc": summary["last_test_acc"]}
 
 
 @check("teacher_cache_bf16")
@@ -193,6 +179,20 @@ def export_and_latency(args: argparse.Namespace, work: Path) -> dict:
     found["latency"] = kdsearch("latency", str(spec), "--device", args.device,
                                 "--batch-size", "64").strip().splitlines()[-1]
     return found
+
+
+@check("train_bf16_channels_last_compile")
+def train_compiled(args: argparse.Namespace, work: Path) -> dict:
+    """2 steps (128 images, batch 64) of the trainer with torch.compile (resnet8 as teacher
+    too: compiling takes time in proportion to the graphs)."""
+    out = work / "train_compiled"
+    kdsearch("train", "--teacher", STUDENT, "--student", STUDENT, *data_args(args, 128),
+             "--epochs", "1", "--compile", "--out", str(out))
+    summary = read_json(out / "summary.json")
+    if args.device.startswith("cuda") and summary["numerics"] != "bf16+channels_last":
+        raise RuntimeError(f"trained in {summary['numerics']}, not bf16+channels_last")
+    return {"numerics": summary["numerics"], "images_per_s": summary["images_per_s"],
+            "last_test_acc": summary["last_test_acc"]}
 
 
 def run_checks(args: argparse.Namespace) -> dict:
