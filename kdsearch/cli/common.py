@@ -6,6 +6,9 @@ import argparse
 
 MODEL_HELP = ("zoo name (resnet56), torchvision:NAME, or your own model as FILE.py:NAME or "
               "package.module:NAME (a module class or a function returning one)")
+TEACHER_WEIGHTS_HELP = ("the teacher's trained weights: a state_dict file (e.g. teacher.pt of "
+                        "kdsearch teacher), or 'torchvision' (DEFAULT) for torchvision's "
+                        "published weights of a torchvision:NAME teacher")
 
 
 def parse_input_size(text: str) -> tuple[int, int, int]:

@@ -6,6 +6,7 @@ import argparse
 
 from kdsearch.cli.common import (
     MODEL_HELP,
+    TEACHER_WEIGHTS_HELP,
     add_data_args,
     add_numerics_args,
     data_options,
@@ -44,7 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, metavar="MODEL",
                         help=MODEL_HELP)
     parser.add_argument("--teacher-weights", metavar="PATH",
-                        help="trained teacher weights (without: a warning, untrained teacher)")
+                        help=TEACHER_WEIGHTS_HELP + " (without: a warning, untrained teacher)")
     add_data_args(parser, default=None)
     parser.add_argument("--against", required=True, type=_names, metavar="MODEL,...",
                         help="hand-designed students (zoo names), e.g. resnet20,wrn_16_2")

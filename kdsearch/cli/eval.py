@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from kdsearch.cli.common import MODEL_HELP, add_data_args, add_numerics_args, dataset_from_args
+from kdsearch.cli.common import (
+    MODEL_HELP,
+    TEACHER_WEIGHTS_HELP,
+    add_data_args,
+    add_numerics_args,
+    dataset_from_args,
+)
 from kdsearch.cli.registry import register_command
 
 DESCRIPTION = """\
@@ -20,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help=MODEL_HELP + ", or a student.json")
     parser.add_argument("--weights", metavar="PATH", help="its weights (e.g. student.pt)")
     parser.add_argument("--teacher", metavar="MODEL", help="also compare with this teacher")
-    parser.add_argument("--teacher-weights", metavar="PATH", help="the teacher's weights")
+    parser.add_argument("--teacher-weights", metavar="PATH", help=TEACHER_WEIGHTS_HELP)
     add_data_args(parser)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     add_numerics_args(parser)

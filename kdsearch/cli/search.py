@@ -8,6 +8,7 @@ import sys
 
 from kdsearch.cli.common import (
     MODEL_HELP,
+    TEACHER_WEIGHTS_HELP,
     add_data_args,
     add_numerics_args,
     dataset_from_args,
@@ -37,7 +38,7 @@ as an uninterrupted run's). It is removed once summary.json is written."""
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help=MODEL_HELP)
-    parser.add_argument("--teacher-weights", help="teacher checkpoint (state_dict)")
+    parser.add_argument("--teacher-weights", metavar="PATH", help=TEACHER_WEIGHTS_HELP)
     add_data_args(parser, default=None)
     parser.add_argument("--budget", required=True,
                         help="MAC budget: 41M, 1.2G, 40800000, 0.33x (of the teacher) or "

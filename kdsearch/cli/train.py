@@ -9,6 +9,7 @@ import torch
 
 from kdsearch.cli.common import (
     MODEL_HELP,
+    TEACHER_WEIGHTS_HELP,
     add_data_args,
     add_numerics_args,
     dataset_from_args,
@@ -128,8 +129,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--student-weights", metavar="PATH",
                         help="initial student weights (default: fresh initialisation)")
     parser.add_argument("--teacher", metavar="MODEL", help=MODEL_HELP)
-    parser.add_argument("--teacher-weights", metavar="PATH",
-                        help="trained teacher weights (e.g. teacher.pt of kdsearch teacher)")
+    parser.add_argument("--teacher-weights", metavar="PATH", help=TEACHER_WEIGHTS_HELP)
     parser.add_argument("--method", default=None, help="distillation method (default kd)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a method option, e.g. --option temperature=4 (repeatable)")
