@@ -231,3 +231,23 @@ def test_commands_run_end_to_end(folder, tmp_path, capsys, monkeypatch):
     assert main(["train", "--student", "resnet8", *teacher, *data, "--cache-teacher",
                  "--epochs", "1", "--out", str(tmp_path / "cached"), "--quiet"]) == 2
     assert "random resized crops" in capsys.readouterr().err
+
+
+def test_a_pipeline_config_gives_the_input_size(folder, tmp_path, capsys):
+    """kdsearch run on an image folder at 3,32,32 (dataset.input_size), end to end; a
+    dataset without a free input size refuses it when the config is checked."""
+    from kdsearch.pipeline.config import check_config
+
+    config = {"dataset": {"name": "imagefolder", "data_dir": str(folder),
+                          "input_size": [3, 32, 32]},
+              "teacher": {"model": "resnet8", "train": {"epochs": 1, "batch_size": 16}},
+              "search": {"budgets": ["0.5x"], "steps": 2},
+              "distill": {"epochs": 1, "batch_size": 16}, "compare": False, "show": False,
+              "out": str(tmp_path / "run")}
+    assert check_config(config)["dataset"]["input_size"] == [3, 32, 32]
+    with pytest.raises(KdsearchError, match="does not take input_size"):
+        check_config({**config, "dataset": {"name": "digits", "input_size": [1, 8, 8]}})
+    (tmp_path / "run.yaml").write_text(json.dumps(config))
+    assert main(["run", "--config", str(tmp_path / "run.yaml"), "--threads", "1"]) == 0
+    student = json.loads((tmp_path / "run/search/0.5x/student.json").read_text())
+    assert student["teacher"]["input_size"] == [3, 32, 32]

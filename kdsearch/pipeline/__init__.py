@@ -3,6 +3,7 @@
 A pipeline config (a YAML file, or the same mapping given to :func:`run_pipeline`)::
 
     dataset: digits                      # or {name: digits, data_dir: DIR, subset: 500}
+                                         # (input_size: [3, 64, 64] for imagefolder)
     teacher:
       model: digits_resnet14             # zoo name or torchvision:NAME
       weights: teacher.pt                # optional: load these instead of training

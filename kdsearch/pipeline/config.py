@@ -33,6 +33,19 @@ class DatasetSection:
     name: str
     data_dir: str | None = None  # relative to the config file
     subset: int | None = None
+    input_size: list[int] | None = None  # [C, H, W], for datasets of any size (imagefolder)
+
+    @property
+    def input_tuple(self) -> tuple[int, int, int] | None:
+        return None if self.input_size is None else tuple(self.input_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The section as recorded; ``input_size`` only when given, so the runs recorded
+        before it existed still match (their steps are skipped, not redone)."""
+        record = dataclasses.asdict(self)
+        if self.input_size is None:
+            del record["input_size"]
+        return record
 
 
 @dataclass
@@ -163,6 +176,14 @@ def _check_dataset(dataset: DatasetSection, base: Path, where: str) -> None:
     dataset_names()  # imports the loaders
     _named(lambda: DATASETS.get(dataset.name), f"{where}.name")
     dataset.data_dir = _path(dataset.data_dir, base)
+    if dataset.input_size is not None:
+        if len(dataset.input_size) != 3 or min(dataset.input_size) < 1:
+            raise KdsearchError(f"{where}.input_size: expected [C, H, W], positive, got "
+                                f"{dataset.input_size}")
+        from kdsearch.data.registry import loader_arguments
+
+        _named(lambda: loader_arguments(dataset.name, {"input_size": dataset.input_size}),
+               where)
 
 
 def _check_teacher(teacher: TeacherSection, base: Path, where: str) -> None:

@@ -158,7 +158,8 @@ class PipelineRun:
         settings = Comparison(
             teacher=self.config.teacher.model, teacher_weights=str(self.teacher_weights),
             dataset=dataset.name,
-            data_options={"data_dir": dataset.data_dir, "subset": dataset.subset},
+            data_options={"data_dir": dataset.data_dir, "subset": dataset.subset,
+                          "input_size": dataset.input_tuple},
             device=self.config.device, quiet=self.quiet, **self.config.compare)
         run_comparison(settings, folder)
 
@@ -212,7 +213,8 @@ class PipelineRun:
 
             spec = self.config.dataset
             self._dataset = load_dataset(spec.name, data_dir=spec.data_dir,
-                                         subset=spec.subset, seed=self.config.seed)
+                                         subset=spec.subset, seed=self.config.seed,
+                                         input_size=spec.input_tuple)
         return self._dataset
 
     @property
