@@ -92,6 +92,31 @@ def test_torchvision_extraction_is_exact(name):
     assert topology.units.searchable()
 
 
+def tiny_vit() -> nn.Module:
+    return torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2,
+                                               num_heads=2, hidden_dim=32, mlp_dim=64,
+                                               num_classes=10)
+
+
+def test_vit_attention_and_mlp_branches_are_removable_blocks():
+    """``x, _ = self.self_attention(...)``: the unread attention weights do not keep the
+    attention branch from being a block; its label says which branch of the layer it is."""
+    topology, _ = check_exact_extraction(tiny_vit(), (3, 32, 32))
+    assert [u.label for u in topology.units.blocks] == [
+        f"encoder.layers.encoder_layer_{i} ({parts})"
+        for i in range(2) for parts in ("ln_1, self_attention, dropout", "ln_2, mlp")]
+    model = randomise_norms(tiny_vit())
+    topology = TopologyGraph(model, (3, 32, 32), ALL)
+    gated = build_gated(topology.gm, topology.units).eval()
+    selection = Selection(removed_blocks={"blk0", "blk2"})  # both attention branches
+    harden_gates(gate_bank(gated).gates, selection)
+    student = extract_student(fold_gates(gated), topology.units, selection).eval()
+    assert not any(isinstance(m, nn.MultiheadAttention) for m in student.modules())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(student(x), gated(x), rtol=1e-4, atol=1e-5)
+
+
 def test_resnet20_units():
     topology = TopologyGraph(build_model("resnet20"), (3, 32, 32), ALL)
     channels = {u.label: u for u in topology.units.channels}

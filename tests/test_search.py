@@ -104,6 +104,20 @@ def test_search_writes_run_and_hits_budget(tmp_path, digits):
     assert set(state) == set(fresh.state_dict())
 
 
+def test_a_spec_whose_unit_labels_moved_is_refused(tmp_path, digits):
+    """Unit ids are positions; a spec whose ids name other layers here (another teacher, or
+    units numbered by another version) must fail, not cut the wrong layers."""
+    import copy
+
+    spec = run_search(tmp_path, digits, steps=4).spec
+    moved = copy.deepcopy(spec)
+    uid = next(iter(moved["channels"]))
+    moved["channels"][uid]["label"] = "layer9.conv"
+    with pytest.raises(KdsearchError, match=f"spec unit {uid} is 'layer9.conv' in the spec"):
+        build_student(moved)
+    build_student(spec)  # the spec as written still rebuilds
+
+
 def test_search_is_reproducible(tmp_path, digits):
     a = run_search(tmp_path / "a", digits, steps=8, seed=3)
     b = run_search(tmp_path / "b", digits, steps=8, seed=3)

@@ -2,7 +2,9 @@
 
 A residual add ``y = s + b`` qualifies when the branch ``b`` is computed from ``s`` alone:
 every node on the branch reads only ``s``, other branch nodes or constants, and is used
-only inside the branch. Removing the branch then turns the whole block into ``y = s``.
+only inside the branch (an unread item of a tuple result, such as the attention weights of
+``nn.MultiheadAttention``, is no use). Removing the branch then turns the whole block into
+``y = s``.
 Projection shortcuts (``proj(s) + f(s)``) do not qualify: their removal would not leave an
 identity.
 """
@@ -75,10 +77,20 @@ def _nodes_between(skip: fx.Node, out: fx.Node) -> list[fx.Node] | None:
         return None
     if len(out.users) != 1:
         return None
-    if any(node is not out and not set(node.users) <= branch.keys() for node in branch):
+    if any(node is not out and not live_users(node) <= branch.keys() for node in branch):
         return None
     order = {n: i for i, n in enumerate(out.graph.nodes)}
     return sorted(branch, key=order.__getitem__)
+
+
+def live_users(node: fx.Node) -> set[fx.Node]:
+    """The users of ``node`` that matter: an item of its result that nothing reads (the
+    ``_`` of ``x, _ = self.self_attention(x, x, x)``) does not keep it out of a branch."""
+    return {user for user in node.users if user.users or not _is_getitem(user)}
+
+
+def _is_getitem(node: fx.Node) -> bool:
+    return node.op == "call_function" and node.target is operator.getitem
 
 
 def _reads_skip(branch: dict[fx.Node, None], skip: fx.Node) -> bool:

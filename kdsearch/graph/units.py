@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+from collections import Counter
 from dataclasses import dataclass, field
 from itertools import takewhile
 
@@ -143,7 +144,18 @@ def _block_units(gm: fx.GraphModule, macs: dict[str, int]) -> list[BlockUnit]:
         if cost == 0:
             continue  # removing a branch without layers saves nothing
         units.append(BlockUnit(f"blk{len(units)}", _block_path(gm, branch), branch, cost))
+    labels = Counter(unit.label for unit in units)
+    for unit in units:  # e.g. a transformer layer's attention and MLP branches
+        if labels[unit.label] > 1:
+            unit.label += f" ({', '.join(_branch_parts(gm, unit.branch, unit.label))})"
     return units
+
+
+def _branch_parts(gm: fx.GraphModule, branch: ResidualBranch, path: str) -> list[str]:
+    """The modules directly under ``path`` that the branch's layers belong to, in order."""
+    parts = [_module_path(gm, n).removeprefix(path + ".").split(".")[0] for n in branch.nodes
+             if _module_path(gm, n).startswith(path + ".")]
+    return list(dict.fromkeys(parts)) or [branch.output]
 
 
 def _apply_constraints(gm: fx.GraphModule, units: Units, constraints: Constraints) -> None:

@@ -133,10 +133,19 @@ def _selection(spec: dict, units: Units) -> Selection:
                 or len(set(indices)) != len(indices)):
             raise KdsearchError(f"spec unit {uid}: 'kept' must list distinct channel indices "
                                 f"in [0, {unit.size})")
+        _same_label(unit, entry.get("label"))
         kept[uid] = sorted(indices)
-    for uid in removed:
-        _searchable_unit(by_id, uid, "blocks")
+    for uid, label in removed.items():
+        _same_label(_searchable_unit(by_id, uid, "blocks"), label)
     return Selection(kept=kept, removed_blocks=set(removed))
+
+
+def _same_label(unit, label: str | None) -> None:
+    """A spec's unit must be the unit of that id here (its layers may not have moved)."""
+    if label is not None and label != unit.label:
+        raise KdsearchError(f"spec unit {unit.id} is {label!r} in the spec but {unit.label!r} "
+                            "in this teacher (a spec of another teacher, or of another "
+                            "kdsearch version's units): search again")
 
 
 def _searchable_unit(by_id: dict, uid: str, kind: str):
