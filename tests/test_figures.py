@@ -332,3 +332,25 @@ def test_the_tune_front_matches_optunas(tmp_path, monkeypatch):
     rows = list(csv.DictReader(io.StringIO((out / "trials.csv").read_text())))
     assert tune_front(rows, pareto).front == sorted(r["number"] for r in pareto["front"])
     assert tune_front(rows).front == tune_front(rows, pareto).front
+
+
+def test_a_transformers_widths_are_its_last_axis_and_its_stages_are_tokens():
+    """A linear layer on tokens [N, L, E] has E channels, not L; attention (a tuple output)
+    takes its output's width; the stage of a token layer is its token count."""
+    import torch
+    import torchvision
+
+    from kdsearch.graph import Constraints, TopologyGraph
+    from kdsearch.show.data import layer_widths
+
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=1,
+                                              num_heads=2, hidden_dim=32, mlp_dim=64,
+                                              num_classes=10)
+    graph = TopologyGraph(vit, (3, 32, 32), Constraints()).to_json()
+    widths = {w.name: (w.teacher, w.stage) for w in layer_widths(graph)}
+    layer = "encoder.layers.encoder_layer_0"
+    assert widths[f"{layer}.mlp.0"] == (64, "17 tokens")
+    assert widths[f"{layer}.mlp.3"] == (32, "17 tokens")
+    assert widths[f"{layer}.self_attention"] == (32, "17 tokens")
+    assert widths["conv_proj"] == (32, "4×4") and widths["heads.head"][0] == 10

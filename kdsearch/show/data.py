@@ -127,6 +127,7 @@ class _Network:
         self.preds: dict[str, list[str]] = {name: [] for name in self.order}
         for edge in graph_json["edges"]:
             self.preds[edge["target"]].append(edge["source"])
+        self._shape_tuple_outputs()
         units = (graph_json.get("graph") or {}).get("units", [])
         spec = spec or {}
         self.cut: dict[str, int] = {}  # channel unit -> channels the student removes
@@ -151,6 +152,17 @@ class _Network:
         for name in unit["consumers"]:
             self.reads.setdefault(name, []).append(unit["id"])
 
+    def _shape_tuple_outputs(self) -> None:
+        """A layer returning a tuple (``nn.MultiheadAttention``: output, weights) has no
+        shape of its own: it takes its first item's, the first getitem that has one."""
+        for name in self.order:
+            node = self.nodes[name]
+            if node.get("shape") is None and node.get("macs", 0) > 0:
+                items = [n for n in self.order if name in self.preds[n]
+                         and self.nodes[n].get("kind") == "getitem" and self.nodes[n].get("shape")]
+                if items:  # a copy: the caller's graph.json stays as it was
+                    self.nodes[name] = {**node, "shape": self.nodes[items[0]]["shape"]}
+
     def is_layer(self, name: str) -> bool:
         return self.nodes[name].get("macs", 0) > 0
 
@@ -159,7 +171,9 @@ class _Network:
 
     def width(self, name: str | None) -> int:
         shape = self.nodes[name].get("shape") if name else None
-        return shape[1] if shape and len(shape) > 1 else 0
+        if not shape or len(shape) < 2:
+            return 0
+        return shape[-1] if _channels_last(self.nodes[name]) else shape[1]
 
     def kept(self, name: str) -> int:
         if name in self.removed:
@@ -168,7 +182,10 @@ class _Network:
 
     def stage(self, name: str) -> str:
         shape = self.nodes[name].get("shape") or []
-        return "×".join(map(str, shape[2:])) if len(shape) > 2 else HEAD
+        if len(shape) == 3 and _channels_last(self.nodes[name]):
+            return f"{shape[1]} tokens"  # a transformer's [N, tokens, width]
+        spatial = shape[1:-1] if _channels_last(self.nodes[name]) else shape[2:]
+        return "×".join(map(str, spatial)) if len(shape) > 2 else HEAD
 
     def student_macs(self, name: str) -> int:
         """MACs of a layer in the student: scaled by kept outputs and, for a layer that
@@ -185,6 +202,13 @@ class _Network:
     def _input(self, name: str) -> str | None:
         inputs = [p for p in self.preds[name] if self.nodes[p].get("op") != "get_attr"]
         return inputs[0] if inputs else None
+
+
+def _channels_last(node: dict) -> bool:
+    """Whether a layer's output keeps its channels on the last axis: a linear layer (on
+    tokens ``[N, L, E]`` or on channels-last maps ``[N, H, W, C]``) or a 3-d output."""
+    shape = node.get("shape") or []
+    return node.get("kind") == "Linear" or len(shape) == 3
 
 
 def layer_widths(graph_json: dict, spec: dict | None = None) -> list[LayerWidth]:
