@@ -36,16 +36,26 @@ HAND = "resnet20"
 
 
 def candidates(state: Path) -> list[dict]:
-    """The protocol's students: hand-designed, searched, then the controls (by folder)."""
-    found = [{"kind": "hand-designed", "folder": f"hand-designed_{HAND}", "model": HAND}]
-    found.append({"kind": "searched", "folder": "searched_like_resnet20",
-                  "model": str(state / "search/like_resnet20/student.json")})
-    for control in sorted((state / "controls").iterdir()):
-        found.append({"kind": control.name.split("_")[0], "folder": control.name,
-                      "model": str(control / "student.json")})
+    """The protocol's students: hand-designed, searched, the controls (by folder), then the
+    depth-only search and its random depth allocations when ``state``'s sibling ``depth``
+    holds them (results/search-quality/depth)."""
+    found = [{"kind": "hand-designed", "folder": f"hand-designed_{HAND}", "model": HAND,
+              "state": state}]
+    for prefix, folder in (("", state), ("depth-", state.parent / "depth")):
+        if not (folder / "search/like_resnet20/student.json").is_file():
+            continue
+        found.append({"kind": f"{prefix}searched", "folder": "searched_like_resnet20",
+                      "model": str(folder / "search/like_resnet20/student.json"),
+                      "state": folder})
+        for control in sorted((folder / "controls").iterdir()):
+            found.append({"kind": prefix + control.name.split("_")[0], "folder": control.name,
+                          "model": str(control / "student.json"), "state": folder})
     for candidate in found:
-        runs = sorted((state / "train" / candidate["folder"]).glob("seed*/summary.json"))
+        runs = sorted((candidate.pop("state") / "train" / candidate["folder"]).glob(
+            "seed*/summary.json"))
         candidate["cpu_runs"] = [json.loads(path.read_text()) for path in runs]
+        if candidate["kind"].startswith("depth-"):
+            candidate["folder"] = "depth_" + candidate["folder"]  # its own training folder
     return found
 
 
@@ -153,13 +163,15 @@ def finish(report: dict, students: list[dict], seconds: float) -> dict:
             report["cpu_rows"].append(comparison_row(
                 candidate["kind"], candidate["folder"], "like:resnet20", candidate["cpu_runs"],
                 HAND, students[0]["cpu_runs"]))
-    searched = [r["best_test_acc"] for r in report["runs"] if r["kind"] == "searched"]
-    random = [r["best_test_acc"] for r in report["runs"] if r["kind"] == "random"]
-    if searched and random:
-        versus = welch(searched, random)
-        report["searched_vs_random"] = {"diff": versus.diff, "p": versus.p_value,
-                                        "searched_runs": len(searched),
-                                        "random_runs": len(random)}
+    for prefix in ("", "depth-"):  # the search against its own random controls
+        searched = [r["best_test_acc"] for r in report["runs"]
+                    if r["kind"] == f"{prefix}searched"]
+        random = [r["best_test_acc"] for r in report["runs"] if r["kind"] == f"{prefix}random"]
+        if searched and random:
+            versus = welch(searched, random)
+            report[f"{prefix.replace('-', '_')}searched_vs_random"] = {
+                "diff": versus.diff, "p": versus.p_value, "searched_runs": len(searched),
+                "random_runs": len(random)}
     report["seconds"] = round(seconds, 1)
     return report
 
