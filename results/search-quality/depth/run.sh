@@ -21,7 +21,7 @@ if [ ! -d "$out" ]; then
 fi
 kdsearch compare --teacher resnet56 --teacher-weights results/teachers/resnet56-cifar100/teacher.pt \
   --dataset cifar100 --data-dir "$data" --no-download --subset 10000 --against resnet20 \
-  --method kd --seeds 2 --search-steps 781 --preset search_spaces/resnet_cifar_depth.yaml \
+  --method kd --seeds 3 --search-steps 781 --preset search_spaces/resnet_cifar_depth.yaml \
   --baselines random --random-draws 3 --init fresh --epochs 10 --lr 0.05 --schedule cosine \
   --threads "$threads" --jobs "$jobs" --quiet --out "$out"
 cp "$out"/comparison.{md,csv,png} results/search-quality/depth/
