@@ -155,13 +155,13 @@ class _Network:
     def _shape_tuple_outputs(self) -> None:
         """A layer returning a tuple (``nn.MultiheadAttention``: output, weights) has no
         shape of its own: it takes its first item's, the first getitem that has one."""
-        for name in self.order:
-            node = self.nodes[name]
-            if node.get("shape") is None and node.get("macs", 0) > 0:
-                items = [n for n in self.order if name in self.preds[n]
-                         and self.nodes[n].get("kind") == "getitem" and self.nodes[n].get("shape")]
-                if items:  # a copy: the caller's graph.json stays as it was
-                    self.nodes[name] = {**node, "shape": self.nodes[items[0]]["shape"]}
+        for item in self.order:  # graph order: the first item taken comes first
+            node = self.nodes[item]
+            source = self.preds[item][0] if self.preds[item] else None
+            if node.get("kind") == "getitem" and node.get("shape") and source and \
+                    self.nodes[source].get("shape") is None and self.nodes[source].get("macs"):
+                # a copy: the caller's graph.json stays as it was
+                self.nodes[source] = {**self.nodes[source], "shape": node["shape"]}
 
     def is_layer(self, name: str) -> bool:
         return self.nodes[name].get("macs", 0) > 0
