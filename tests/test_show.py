@@ -200,6 +200,19 @@ def test_show_writes_search_and_training_figures(search_run, train_run, tmp_path
     assert_figures(train_run / "figures", {"training"})
 
 
+def test_show_returns_paths_in_the_callers_terms(train_run, tmp_path, monkeypatch):
+    """A relative run folder gives relative paths, index.html's too (the pipeline writes
+    them relative to its run folder: an absolute one crashed `kdsearch demo`)."""
+    import shutil
+
+    shutil.copytree(train_run, tmp_path / "run", ignore=shutil.ignore_patterns("figures"))
+    monkeypatch.chdir(tmp_path)
+    written = show_run(Path("run"))
+    assert written == [Path("run/figures/training.png"), Path("run/figures/training.svg"),
+                       Path("run/index.html")]
+    assert all(path.is_file() for path in written)
+
+
 def test_show_recurses_into_a_folder_of_runs(search_run, train_run, tmp_path):
     import shutil
 

@@ -79,9 +79,12 @@ font-size:90%}"""
 
 def write_index(root: Path, out: Path, figures: list[Path], about: str = "") -> Path:
     """Write the index of run folder ``root`` whose figures (``.png``, with their ``.svg``)
-    are ``figures``, in ``out``; ``about`` is a sentence on what the folder holds."""
+    are ``figures``, in ``out``; ``about`` is a sentence on what the folder holds. The
+    path returned is in the caller's terms (relative if ``root`` and ``out`` were)."""
+    given = root if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents \
+        else out
     root, out = root.resolve(), out.resolve()
-    place = root if out == root or root in out.parents else out
+    place = given.resolve()
     page = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(root.name)}: kdsearch run</title><style>{STYLE}</style>"
             f"</head><body>\n<h1>{html.escape(root.name)}</h1>\n<p>{html.escape(about)} "
@@ -98,7 +101,8 @@ def write_index(root: Path, out: Path, figures: list[Path], about: str = "") -> 
         page.append("<h2>Figures</h2>")
         page += [_figure_section(path, place, root) for path in pngs]
     page.append("</body></html>\n")
-    return write_text(place / INDEX, "\n".join(page))
+    write_text(place / INDEX, "\n".join(page))
+    return given / INDEX
 
 
 def find_tables(root: Path, out: Path) -> list[Path]:
