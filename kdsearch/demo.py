@@ -63,5 +63,5 @@ def describe(config: dict[str, Any]) -> str:
               "(compare/comparison.md)." if compare else "")
     return (f"\nTeacher {teacher['model']} trained {teacher['train'].get('epochs')} epochs (CE); "
             f"searched students ({config['search']['settings'].get('steps', 'preset')} search "
-            f"steps each) trained from scratch with {stages}.{versus} MACs: conv+linear per "
-            f"sample. Accuracy: {config['dataset']['name']} test split.\n")
+            f"steps each) trained from scratch with {stages}.{versus} MACs: conv, linear and "
+            f"matmul per sample. Accuracy: {config['dataset']['name']} test split.\n")

@@ -16,7 +16,7 @@ from kdsearch.cli.registry import register_command
 
 DESCRIPTION = """\
 Test MODEL (with --weights) on the test split of a dataset and print: top-1 accuracy (%),
-its MACs and parameters (per sample: conv + linear multiply-accumulates; learnable
+its MACs and parameters (per sample: conv, linear and matmul multiply-accumulates; learnable
 elements), and with --teacher the teacher's accuracy and the mean KL(teacher || model) at
 T=1 in nats per test image. No augmentation, eval mode; bf16 where the machine computes it
 natively (--no-amp for float32). --json prints one JSON object."""

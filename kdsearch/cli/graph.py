@@ -11,7 +11,7 @@ from kdsearch.cli.registry import register_command
 DESCRIPTION = """\
 List the searchable units of MODEL: channel groups (channels removable together; groups
 tied by residual adds count once) and residual blocks (removable branches leaving x -> x),
-with their size and the MACs they touch at full width (MACs: conv + linear per sample).
+with their size and the MACs they touch at full width (MACs: conv, linear and matmul per sample).
 Units the search may not touch are listed with the reason. --json prints the whole
 topology graph (nodes with shapes, MACs, params; edges; units)."""
 

@@ -22,7 +22,7 @@ trained to stay close to the teacher (KL); units are removed progressively, leas
 MAC first (by each gate's Fisher information; the preset's `selector: l1` runs the
 L1-penalty search instead) as the MACs follow a target falling to the budget over the
 first half of the steps; after 3/4 of the steps a ranking lands the
-student at the MAC budget (MACs of conv and linear layers per sample, within [97%, 100%]
+student at the MAC budget (MACs of conv, linear and matmul per sample, within [97%, 100%]
 of the budget) and fixes it, and the last 1/4 settles the kept weights, so that
 student.pt works before any retraining (its test accuracy is printed).
 
