@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
+import shutil
 import time
 from pathlib import Path
 
@@ -22,9 +24,12 @@ from kdsearch.compare import (
     spread,
     welch,
 )
+from kdsearch.compare.run import Candidate
 from kdsearch.errors import KdsearchError
 from kdsearch.graph.counting import count_model
 from kdsearch.graph.units import Constraints
+from kdsearch.io import write_json
+from kdsearch.models import build_model
 
 torch.set_num_threads(1)
 TEACHER, STUDENTS = "digits_resnet14", ("digits_resnet8", "digits_resnet8_half")
@@ -308,3 +313,64 @@ def test_compare_jobs_give_the_same_table(comparison, tmp_path):
     two = {(r["kind"], r["student"]): r["best_acc_runs"] for r in _csv(again)}
     assert len(two) == 2 * len(KINDS)
     assert all(one[key] == value for key, value in two.items())
+
+
+# -- given students (--students) ---------------------------------------------------------------
+def _spec(path: Path, model: str = TEACHER, classes: int = 10, size=(1, 8, 8)) -> Path:
+    """A student.json keeping all of ``model`` (every channel, every block)."""
+    write_json(path, {"format": "kdsearch-student/1",
+                      "teacher": {"model": model, "num_classes": classes,
+                                  "input_size": list(size)},
+                      "channels": {}, "removed_blocks": {}, "macs": 0, "params": 0})
+    return path
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "no such student.json"),
+    ("not json", "no such student.json"),
+    ("other data", "is for 100 classes at input [3, 32, 32], the data has 10 at [1, 8, 8]"),
+    ("twice", "two given students are named 'same'"),
+])
+def test_given_students_fail_in_one_line_before_any_search(tmp_path, case, message):
+    students = {
+        "missing": [tmp_path / "nowhere"],
+        "not json": [_spec(tmp_path / "spec.txt")],
+        "other data": [_spec(tmp_path / "c.json", "resnet8", 100, (3, 32, 32))],
+        "twice": [_spec(tmp_path / "same.json"), _spec(tmp_path / "a" / "same" / "student.json")],
+    }[case]
+    out = tmp_path / "out"
+    with pytest.raises(KdsearchError, match=re.escape(message)):
+        compare_cli.run(_args(out, None, "--students", ",".join(map(str, students))))
+    assert not (out / "search").exists()
+
+
+def test_given_student_inherits_the_weights_beside_its_spec(tmp_path):
+    spec = _spec(tmp_path / "mine" / "student.json")
+    given = Candidate("given", "mine", "like:x", str(spec), reference="x")
+    assert given.weights is None and given.folder == "given_mine"
+    torch.save({}, tmp_path / "mine" / "student.pt")
+    assert given.weights == tmp_path / "mine" / "student.pt"
+    assert Candidate("searched", "s", "like:x", str(tmp_path)).weights == (
+        tmp_path / "student.pt")
+
+
+@pytest.mark.slow
+def test_compare_trains_a_given_student_like_the_others(comparison, tmp_path):
+    """The searched student's own spec, given back, trains to exactly the searched row's
+    accuracies (same architecture, seeds, schedule); a whole-teacher spec gets its row too."""
+    out, weights, _ = comparison
+    again = tmp_path / "out"
+    shutil.copytree(out, again)
+    searched = again / "search" / f"like_{STUDENTS[0]}"
+    whole = _spec(tmp_path / "whole.json")
+    assert compare_cli.run(_args(again, weights, "--students", f"{searched},{whole}")) == 0
+    rows = {(r["kind"], r["student"]): r for r in _csv(again)}
+    mine = rows[("given", f"like_{STUDENTS[0]}")]
+    assert mine["best_acc_runs"] == rows[("searched", f"{TEACHER} searched @ like:"
+                                                     f"{STUDENTS[0]}")]["best_acc_runs"]
+    assert mine["reference"] == STUDENTS[0] and mine["budget"] == f"like:{STUDENTS[0]}"
+    assert int(rows[("given", "whole")]["macs"]) == count_model(
+        build_model(TEACHER, 10, 1), (1, 8, 8)).macs
+    md = " ".join((again / "comparison.md").read_text().split())
+    assert "**Given** students" in md and f"| given | like_{STUDENTS[0]} |" in md
+    assert "| given | like:" not in md  # not pooled with the controls

@@ -67,6 +67,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baselines", type=_names, default=(), metavar="NAME,...",
                         help="controls cut from the teacher at each budget: l1, random, "
                              "uniform, depgraph (pip install \"kdsearch[pruning]\")")
+    parser.add_argument("--students", type=_names, default=(), metavar="PATH,...",
+                        help="students of your own (student.json files, or folders holding "
+                             "one) trained with the same schedule and seeds, compared with "
+                             "the first --against student")
     parser.add_argument("--random-draws", type=positive_int, default=5, metavar="N",
                         help="random subgraphs per budget with --baselines random (default 5)")
     parser.add_argument("--init", choices=("fresh", "inherit"), default="fresh",
@@ -98,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         budgets=args.budgets, pruning_baseline=args.pruning_baseline,
         baselines=args.baselines, random_draws=args.random_draws, init=args.init,
+        students=args.students,
         jobs=args.jobs, amp=args.amp, channels_last=args.channels_last,
         search_steps=args.search_steps, preset=args.preset, device=args.device,
         quiet=args.quiet, data_options=data_options(args))

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from kdsearch.io import atomic_write
 
-KIND_ORDER = ("searched", "l1", "depgraph", "uniform", "random", "hand-designed")
+KIND_ORDER = ("searched", "l1", "depgraph", "uniform", "random", "given", "hand-designed")
 STYLE = {  # kind -> (colour, marker, connect points with a line)
     "searched": ("#1f77b4", "o", True),
     "l1": ("#ff7f0e", "s", False),
     "depgraph": ("#d62728", "v", False),
     "uniform": ("#9467bd", "^", False),
     "random": ("#7f7f7f", "x", False),
+    "given": ("#8c564b", "P", False),
     "hand-designed": ("#2ca02c", "D", False),
 }
 PANELS = {"best": "best-epoch test accuracy", "last": "last-epoch test accuracy"}
@@ -115,7 +116,7 @@ def _seeds(row: dict) -> int:
 
 
 def _label(row: dict) -> str:
-    return row["student"] if row["kind"] == "hand-designed" else row["budget"]
+    return row["student"] if row["kind"] in ("hand-designed", "given") else row["budget"]
 
 
 # -- where things go ----------------------------------------------------------------------------
@@ -185,7 +186,7 @@ def _labels(groups: list[list[tuple[str, Point]]], gap: float) -> list[Label]:
     for group in groups:
         names: dict[tuple[str, str], list[Point]] = {}
         for kind, point in group:
-            text = point.label if kind == "hand-designed" else kind
+            text = point.label if kind in ("hand-designed", "given") else kind
             names.setdefault((kind, text), []).append(point)
         right = max(p.at for _, p in group)
         wanted = sorted(((sum(p.mean for p in ps) / len(ps), kind, text)

@@ -42,7 +42,7 @@ WHAT_IS_COMPARED = """\
   trained by kdsearch, its last epoch).
 - **Students**: each hand-designed student, and a student searched inside the teacher at its
   MAC budget (`like:NAME`; one search per budget: seed {first_seed}, {search_steps},
-  preset {preset}).{controls}
+  preset {preset}).{controls}{given}
 - **Training**, identical for every student: {init}, method {method},
   {epochs}, SGD {schedule}, batch {batch_size}, on {device}; the same seeds ({seeds}) for
   every student (a seed sets the initialisation, the batch order and the augmentation).
@@ -104,7 +104,8 @@ def _what_is_compared(setup: Setup) -> str:
         teacher_macs=f"{teacher['macs'] / 1e6:.3f}M", teacher_params=_count(teacher["params"]),
         teacher_acc=teacher["acc"], first_seed=settings.first_seed,
         search_steps=setup.search.length_text(), preset=setup.preset,
-        controls=_controls_text(settings), init=INIT_TEXT[settings.init],
+        controls=_controls_text(settings), given=_given_text(settings),
+        init=INIT_TEXT[settings.init],
         method=settings.method,
         epochs=plural(config.epochs, "epoch"), schedule=config.schedule_text(),
         batch_size=config.batch_size, device=device,
@@ -138,13 +139,21 @@ def _controls_text(settings) -> str:
             "and constraints, counted by the same MAC counter: " + "; ".join(items) + ".")
 
 
+def _given_text(settings) -> str:
+    if not settings.students:
+        return ""
+    return (f"\n- **Given** students (your own student.json files, compared with "
+            f"{settings.against[0]}): " + ", ".join(f"`{path}`" for path in settings.students)
+            + ".")
+
+
 def _versus_controls(rows: list[dict]) -> list[str]:
     """Searched minus each control at the same budget (random: pooled over the draws), and
     the searched student's rank among the random draws."""
     searched = {r["budget"]: r for r in rows if r["kind"] == "searched"}
     pooled: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
-        if r["kind"] not in ("searched", "hand-designed") and r["budget"] in searched:
+        if r["kind"] not in ("searched", "hand-designed", "given") and r["budget"] in searched:
             pooled.setdefault((r["kind"], r["budget"]), []).append(r)
     if not pooled:
         return []

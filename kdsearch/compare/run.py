@@ -16,6 +16,10 @@ an error naming its folder)::
     search/<budget>/                     one search per budget (kdsearch search files)
     controls/<control>_<budget>[_draw<i>]/  the controls (kdsearch.compare.baselines)
     train/<kind>_<student>/seed<N>/      one training run (kdsearch train files)
+
+``students`` adds students of your own (``student.json`` files, e.g. a cut made by hand or
+found elsewhere): kind ``given``, trained with the same schedule and seeds and compared
+with the first hand-designed student.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from kdsearch.student.resolve import warn_untrained_teacher
 
 SUMMARY = "summary.json"
 INITS = ("fresh", "inherit")
+GIVEN = "given"  # the kind of a student of the user's own (Comparison.students)
 
 
 @dataclass
@@ -68,6 +73,10 @@ class Comparison:
     # uniform, depgraph; random is drawn random_draws times (draw i with seed i)
     baselines: tuple[str, ...] = ()
     random_draws: int = 5
+    # your own students: student.json files (or folders holding one), kind "given", each
+    # compared with the first hand-designed student; a <name>.pt beside <name>.json is the
+    # weights it inherits with init "inherit"
+    students: tuple[str, ...] = ()
     # "fresh": every student trained from a fresh initialisation (protocol (b), the paper's);
     # "inherit": searched and control students start from their student.pt (the teacher's
     # weights they kept; the search's after its settling steps), hand-designed ones fresh
@@ -91,6 +100,7 @@ class Comparison:
 
     def __post_init__(self) -> None:
         self.against, self.budgets = tuple(self.against), tuple(self.budgets)
+        self.students = tuple(str(_spec_file(path)) for path in self.students)
         if not self.against:
             raise KdsearchError("compare needs at least one hand-designed student (--against)")
         if min(self.seeds, self.epochs, self.random_draws, self.jobs,
@@ -136,7 +146,8 @@ class Candidate:
     kind: str  # hand-designed, searched, or a control (l1, random, uniform, depgraph)
     student: str
     budget: str
-    source: str  # a zoo name (hand-designed), else the folder of its student.json/.pt
+    source: str  # a zoo name (hand-designed), the folder of its student.json/.pt, or a
+    # given student's .json file
     reference: str = ""  # the hand-designed student it is compared with
     runs: list[dict] = field(default_factory=list)  # training summaries, one per seed
     draw: int | None = None  # which random draw
@@ -149,16 +160,25 @@ class Candidate:
             return build_model(self.source, dataset.num_classes, dataset.input_size[0])
         from kdsearch.student.spec import build_student
 
-        return build_student(read_json(Path(self.source) / "student.json"))
+        return build_student(read_json(self.spec))
+
+    @property
+    def spec(self) -> Path:
+        source = Path(self.source)
+        return source if self.kind == GIVEN else source / "student.json"
 
     @property
     def weights(self) -> Path | None:
-        """The student.pt it inherits with init "inherit" (None: hand-designed)."""
-        return None if self.kind == "hand-designed" else Path(self.source) / "student.pt"
+        """The weights it inherits with init "inherit" (None: hand-designed, or a given
+        student without a .pt beside its .json)."""
+        if self.kind == "hand-designed":
+            return None
+        weights = self.spec.with_suffix(".pt")
+        return weights if self.kind != GIVEN or weights.exists() else None
 
     @property
     def folder(self) -> str:
-        name = self.student if self.kind == "hand-designed" else self.budget
+        name = self.student if self.kind in ("hand-designed", GIVEN) else self.budget
         draw = f"_draw{self.draw}" if self.draw is not None else ""
         return safe_name(f"{self.kind}_{name}{draw}")
 
@@ -253,8 +273,9 @@ def _teacher_info(settings: Comparison, teacher: nn.Module, dataset: ImageDatase
 # -- students ---------------------------------------------------------------------------------
 def _candidates(setup: Setup) -> list[Candidate]:
     """Per hand-designed student: it, the searched one and the controls at its MACs; then
-    the searched students at the extra budgets. Runs the searches and cuts the controls."""
-    teacher = setup.settings.teacher
+    the searched students at the extra budgets; the given students last (checked first).
+    Runs the searches and cuts the controls."""
+    teacher, given = setup.settings.teacher, _given(setup)
     candidates = []
     for name in setup.settings.against:
         budget = f"like:{name}"
@@ -273,7 +294,48 @@ def _candidates(setup: Setup) -> list[Candidate]:
     for budget in dict.fromkeys(b for b in setup.settings.budgets if b not in searched):
         run = _search(setup, budget)
         candidates.append(_found("searched", f"{teacher} searched @ {budget}", budget, run))
+    return candidates + given
+
+
+def _given(setup: Setup) -> list[Candidate]:
+    """The user's own students, each built once here so that a bad spec fails before any
+    search or training."""
+    reference = setup.settings.against[0]
+    candidates = [Candidate(GIVEN, _given_name(Path(path)), f"like:{reference}", path,
+                            reference=reference) for path in setup.settings.students]
+    names = [c.student for c in candidates]
+    for candidate in candidates:
+        if names.count(candidate.student) > 1:
+            raise KdsearchError(f"two given students are named {candidate.student!r} "
+                                "(the folder of a student.json, else the file's name): "
+                                "rename one")
+        _check_given(candidate, setup.dataset)
     return candidates
+
+
+def _given_name(spec: Path) -> str:
+    return spec.parent.name if spec.name == "student.json" else spec.stem
+
+
+def _check_given(candidate: Candidate, dataset: ImageDataset) -> None:
+    from kdsearch.student.spec import load_student
+
+    loaded = load_student(candidate.spec)  # one line naming the file when it does not build
+    made_for = (loaded.num_classes, loaded.input_size)
+    if made_for != (dataset.num_classes, dataset.input_size):
+        raise KdsearchError(f"given student {candidate.spec} is for {loaded.num_classes} "
+                            f"classes at input {list(loaded.input_size)}, the data has "
+                            f"{dataset.num_classes} at {list(dataset.input_size)}")
+
+
+def _spec_file(path: str | Path) -> Path:
+    """A given student's spec: ``path`` itself (a .json file) or ``path/student.json``."""
+    path = Path(path)
+    spec = path / "student.json" if path.is_dir() else path
+    if not spec.is_file() or spec.suffix != ".json":
+        raise KdsearchError(f"given student {path}: no such student.json (a .json file from "
+                            "kdsearch search or extract, or a folder holding student.json)")
+    return spec
 
 
 def _found(kind: str, student: str, budget: str, run: Path, **extra) -> Candidate:
