@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from kdsearch.models.registry import register_model
+from kdsearch.models.registry import register_family_init, register_model
 from kdsearch.models.resnet_cifar import CIFAR_INPUT, init_weights
 
 LAST_CHANNELS = 1280
@@ -88,8 +88,7 @@ class MobileNetV2(nn.Module):
         self.conv2 = conv_bn_relu(channels, last, 1, stride=1)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Linear(last, num_classes))
-        init_weights(self)
-        nn.init.normal_(self.classifier[0].weight, 0, 0.01)
+        init_mobilenetv2(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
@@ -97,6 +96,13 @@ class MobileNetV2(nn.Module):
             out = stage(out)
         out = torch.flatten(self.avgpool(self.conv2(out)), 1)
         return self.classifier(out)
+
+
+@register_family_init("mobilenetv2")
+def init_mobilenetv2(model: nn.Module) -> None:
+    """The zoo's initialisation, with the classifier's weights drawn from N(0, 0.01)."""
+    init_weights(model)
+    nn.init.normal_(model.get_submodule("classifier.0").weight, 0, 0.01)
 
 
 @register_model("mobilenetv2", family="mobilenetv2", input_size=CIFAR_INPUT)

@@ -11,6 +11,8 @@ Zoo models register where they are defined::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch.nn as nn
 
 from kdsearch.errors import KdsearchError
@@ -21,6 +23,11 @@ MODELS: Registry = Registry(
     "model", builtins="kdsearch.models.zoo",
     hint="or torchvision:NAME, your own FILE.py:NAME or package.module:NAME, or a student.json")
 register_model = MODELS.register
+# family -> fn(model): initialise a model of the family as the zoo does (a student cut from
+# it, at the student's own shapes, gets what a zoo model of those shapes would get)
+FAMILY_INITS: Registry[Callable[[nn.Module], None]] = Registry(
+    "family initialisation", builtins="kdsearch.models.zoo")
+register_family_init = FAMILY_INITS.register
 
 TORCHVISION_PREFIX = "torchvision:"
 
@@ -41,6 +48,17 @@ def model_family(name: str) -> str:
     if is_user_model(name):
         return "generic"
     return MODELS.meta(name).get("family", "generic")
+
+
+def initialise_like(model: nn.Module, family: str) -> None:
+    """Re-initialise every layer of ``model`` in place as a fresh model of ``family`` is:
+    each layer's own ``reset_parameters``, then the family's initialisation where the zoo
+    registers one (He-normal convs for the CIFAR ResNets, WRNs, VGGs and MobileNetV2)."""
+    for module in model.modules():
+        if module is not model and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    if family in FAMILY_INITS:
+        FAMILY_INITS.get(family)(model)
 
 
 def model_names() -> list[str]:

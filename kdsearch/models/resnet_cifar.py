@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from kdsearch.models.registry import register_model
+from kdsearch.models.registry import register_family_init, register_model
 
 CIFAR_INPUT = (3, 32, 32)
 NARROW = (16, 16, 32, 64)  # stem, stage 1, stage 2, stage 3
@@ -98,6 +98,7 @@ def make_stage(in_planes: int, planes: int, blocks: int, stride: int) -> nn.Sequ
     return nn.Sequential(*layers)
 
 
+@register_family_init("resnet_cifar")
 def init_weights(model: nn.Module) -> None:
     """The zoo's initialisation: He-normal (fan-out) convs, BN at identity, zero linear bias."""
     for m in model.modules():

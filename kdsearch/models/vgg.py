@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from kdsearch.models.registry import register_model
+from kdsearch.models.registry import register_family_init, register_model
 from kdsearch.models.resnet_cifar import CIFAR_INPUT, init_weights
 
 # conv widths of block0 .. block4
@@ -58,8 +58,7 @@ class VGG(nn.Module):
         self.pool4 = nn.AdaptiveAvgPool2d(1)
         self.relu = nn.ReLU()
         self.classifier = nn.Linear(config[4][-1], num_classes)
-        init_weights(self)
-        nn.init.normal_(self.classifier.weight, 0, 0.01)
+        init_vgg(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool0(self.relu(self.block0(x)))
@@ -69,6 +68,13 @@ class VGG(nn.Module):
         x = self.relu(self.block4(x))
         x = torch.flatten(self.pool4(x), 1)
         return self.classifier(x)
+
+
+@register_family_init("vgg")
+def init_vgg(model: nn.Module) -> None:
+    """The zoo's initialisation, with the classifier's weights drawn from N(0, 0.01)."""
+    init_weights(model)
+    nn.init.normal_(model.get_submodule("classifier").weight, 0, 0.01)
 
 
 def _vgg(name: str, num_classes: int, in_channels: int) -> VGG:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from kdsearch.models.registry import register_model
+from kdsearch.models.registry import register_family_init, register_model
 from kdsearch.models.resnet_cifar import CIFAR_INPUT, init_weights
+
+register_family_init("wrn")(init_weights)
 
 
 class PreActBlock(nn.Module):

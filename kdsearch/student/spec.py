@@ -65,7 +65,9 @@ def build_student(spec: dict, teacher: nn.Module | None = None,
 
     ``teacher`` (an architecture matching the spec) is built from the zoo when omitted (or
     from the student.json it names: a student searched inside a searched student).
-    ``fresh=True`` re-initialises every layer at its new shape; ``fresh=False`` keeps the
+    ``fresh=True`` re-initialises every layer at its new shape, as the teacher's family
+    initialises a fresh model (:func:`~kdsearch.models.registry.initialise_like`: a cut of
+    resnet56 starts like a zoo ResNet of its widths and depths); ``fresh=False`` keeps the
     teacher's weights (from ``teacher_weights`` if given) sliced to the kept channels.
     """
     info = _teacher_info(spec)
@@ -83,10 +85,11 @@ def build_student(spec: dict, teacher: nn.Module | None = None,
     gm = trace_with_shapes(teacher, example_input_for(tuple(info["input_size"])))
     units = find_units(gm, count_macs(gm), STRUCTURAL)
     student = extract_student(gm, units, _selection(spec, units))
-    if fresh:
-        for module in student.modules():
-            if module is not student and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+    if fresh:  # as a zoo model of the student's shapes would be: equal footing with them
+        from kdsearch.models.registry import initialise_like
+        from kdsearch.student.resolve import family_of
+
+        initialise_like(student, family_of(info["model"]))
     return student
 
 
