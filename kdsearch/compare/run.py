@@ -143,7 +143,7 @@ class Setup:
 class Candidate:
     """One student to train over the seeds: how to build it fresh, and where it runs."""
 
-    kind: str  # hand-designed, searched, or a control (l1, random, uniform, depgraph)
+    kind: str  # hand-designed, searched, a control (l1, random, uniform, depgraph), given
     student: str
     budget: str
     source: str  # a zoo name (hand-designed), the folder of its student.json/.pt, or a
@@ -333,8 +333,8 @@ def _spec_file(path: str | Path) -> Path:
     path = Path(path)
     spec = path / "student.json" if path.is_dir() else path
     if not spec.is_file() or spec.suffix != ".json":
-        raise KdsearchError(f"given student {path}: no such student.json (a .json file from "
-                            "kdsearch search or extract, or a folder holding student.json)")
+        raise KdsearchError(f"given student {path}: no such student.json (the spec a search "
+                            "or a control writes, or a folder holding one)")
     return spec
 
 
