@@ -75,12 +75,18 @@ def test_interrupt_then_resume_matches_an_uninterrupted_run(tmp_path, digits, mo
         with pytest.raises(SearchInterrupted, match="SIGINT after search step 6 of 12"):
             run_search(cut, digits)
     assert saved_step(cut) == 6 and not (cut / "summary.json").exists()
+    # the time the interrupted run spent is carried over: say it was an hour
+    state = torch.load(cut / CHECKPOINT, weights_only=True)
+    assert 0 < state["seconds"] < 600
+    torch.save({**state, "seconds": 3600.0}, cut / CHECKPOINT)
     # lines a kill left past the checkpoint (one torn) are dropped on resume
     with open(cut / "search_log.jsonl", "a") as log:
         log.write(json.dumps({"step": 6, "kl": 0.0}) + "\n" + '{"step": 7, "k')
     result = run_search(cut, digits, resume=True)
     assert_same_result(tmp_path / "whole", cut)
     assert result.summary["search"]["steps"] == 12 and not (cut / CHECKPOINT).exists()
+    assert 3600 < result.summary["search_seconds"] < 4200
+    assert result.summary["search"]["seconds"] == result.summary["search_seconds"]
     whole = json.loads((tmp_path / "whole" / "summary.json").read_text())
     assert result.summary["search"]["final_kl"] == whole["search"]["final_kl"]
 

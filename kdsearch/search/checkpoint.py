@@ -1,7 +1,8 @@
 """``search_checkpoint.pt``: periodic writes during the gated search and the checks that
 guard a resume.
 
-A checkpoint holds ``format``, ``step`` (steps completed), ``settings`` (what must not change
+A checkpoint holds ``format``, ``step`` (steps completed), ``seconds`` (the search's wall
+time up to that step, over every run that resumed it), ``settings`` (what must not change
 across a resume), ``search`` (:meth:`GatedSearch.state_dict`: the gated network with its
 gates, both optimisers, ``lam``, ``last_alive``, ``costs``, the last KL) and the global RNG
 state. Tensors and plain Python values only, so it loads with ``weights_only=True``.
@@ -14,6 +15,7 @@ Why a resume is exact: step ``s`` uses batch ``s % len(batches)`` of epoch
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +35,24 @@ class SearchInterrupted(KeyboardInterrupt):
 
 
 class SearchCheckpoints:
-    """Writes ``path`` every ``every`` steps, at the last step and when asked (a signal)."""
+    """Writes ``path`` every ``every`` steps, at the last step and when asked (a signal).
+
+    ``seconds_before`` is the wall time earlier runs spent on this search (what
+    :func:`restore` returned); :meth:`seconds` adds this run's, counted from ``started``
+    (a ``time.perf_counter()`` value; default: now).
+    """
 
     def __init__(self, path: Path, search, settings: dict[str, Any], every: int,
-                 saved_step: int = 0):
+                 saved_step: int = 0, seconds_before: float = 0.0,
+                 started: float | None = None):
         self.path, self.search, self.settings = path, search, settings
         self.every, self.saved_step = max(1, every), saved_step
+        self.seconds_before = seconds_before
+        self.started = time.perf_counter() if started is None else started
+
+    def seconds(self) -> float:
+        """The search's wall time so far, over this run and every run it resumed."""
+        return self.seconds_before + time.perf_counter() - self.started
 
     def step_done(self, done: int, last: bool = False) -> None:
         if done % self.every == 0 or last:
@@ -47,7 +61,8 @@ class SearchCheckpoints:
     def write(self, done: int) -> None:
         if done == self.saved_step and self.path.exists():
             return
-        state = {"format": CHECKPOINT_FORMAT, "step": done, "settings": self.settings,
+        state = {"format": CHECKPOINT_FORMAT, "step": done, "seconds": self.seconds(),
+                 "settings": self.settings,
                  "search": self.search.state_dict(), "rng": rng_state(self.search.device)}
         save_torch(self.path, state)
         self.saved_step = done
@@ -73,8 +88,10 @@ def set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def restore(path: Path, log: Path, search, settings: dict[str, Any], resume: bool) -> int:
-    """Load ``path`` into ``search`` when resuming; return the steps already done.
+def restore(path: Path, log: Path, search, settings: dict[str, Any],
+            resume: bool) -> tuple[int, float]:
+    """Load ``path`` into ``search`` when resuming; return the steps already done and the
+    wall seconds they took (0 for a checkpoint written before ``seconds`` was recorded).
 
     Log lines past the checkpoint's step (written before a kill) are dropped. Without
     ``resume``, an existing checkpoint is a :class:`KdsearchError` (nothing is overwritten).
@@ -86,7 +103,7 @@ def restore(path: Path, log: Path, search, settings: dict[str, Any], resume: boo
                             "to resume; choose another --out to search again")
     if not resume or not path.exists():
         log.unlink(missing_ok=True)
-        return 0
+        return 0, 0.0
     state = read_checkpoint(path, map_location=search.device)
     check_resumable(state, settings, path)
     search.load_state_dict(state["search"])
@@ -95,7 +112,7 @@ def restore(path: Path, log: Path, search, settings: dict[str, Any], resume: boo
     if log.exists():
         kept = [record for record in read_jsonl(log) if record["step"] < done]
         write_text(log, "".join(json.dumps(record) + "\n" for record in kept))
-    return done
+    return done, float(state.get("seconds", 0.0))
 
 
 def refuse_unfinished(path: Path) -> None:

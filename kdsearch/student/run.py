@@ -112,14 +112,15 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
     log_path = out / "search_log.jsonl"
     settings = resume_settings(teacher_name, dataset, budget_macs, seed, asdict(config),
                                asdict(constraints), numerics.name)
-    done = restore(out / CHECKPOINT, log_path, search, settings, resume)
+    done, seconds_before = restore(out / CHECKPOINT, log_path, search, settings, resume)
     if progress:
         print(f"{'resuming after step ' + str(done) if done else 'searching'}: {teacher_name} "
               f"({topology.macs / 1e6:.2f}M MACs) at {budget_macs / 1e6:.2f}M MACs, "
               f"{config.steps} steps of {config.batch_size} on {device} ({numerics.name}, "
               f"{torch.get_num_threads()} threads)", flush=True)
     checkpoints = SearchCheckpoints(out / CHECKPOINT, search, settings,
-                                    config.checkpoint_every, saved_step=done)
+                                    config.checkpoint_every, saved_step=done,
+                                    seconds_before=seconds_before, started=start)
     bank = gate_bank(gated)
     with StopSignals() as stop:
         run = partial(search.run, batches, log=lambda s: append_jsonl(log_path, asdict(s)),
@@ -146,7 +147,7 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
     spec = make_spec(teacher_info, units, selection, counted.macs, counted.params)
     summary = _summary(len(dataset.train_labels), teacher, topology, units, selection, report,
                        counted, budget, budget_macs, search, tested, config, constraints, seed,
-                       time.perf_counter() - start)
+                       checkpoints.seconds())
     write_json(out / "student.json", spec)
     save_torch(out / "student.pt", student_state(student))
     write_json(out / "summary.json", summary)
