@@ -16,7 +16,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
 
-from kdsearch.compare.plots import pareto_data, pareto_figure
+from kdsearch.compare.plots import DODGE, SPREAD, pareto_data, pareto_figure
 from kdsearch.show import curves, draw
 from kdsearch.show.data import (
     GateCurves,
@@ -219,12 +219,18 @@ def test_comparison_dodges_equal_macs_labels_every_series_and_keeps_the_teacher_
             row("random", "r8", 3.99e5, 88.4, 87.9)]
     data = pareto_data(rows, "t", teacher={"macs": 1.6e6, "acc": 97.0})
     best = data.panels[0]
-    xs = [p.at for ps in best.series.values() for p in ps]
+    columns = {kind: {p.at for p in ps} for kind, ps in best.series.items()}
+    assert all(len(xs) == 1 for xs in columns.values())  # random's draws share one column
+    xs = [x for xs in columns.values() for x in xs]
     assert len(set(xs)) == len(xs) and not data.log_x and data.dodged
     assert [p.macs for p in best.series["searched"]] == [0.4]  # the value stays exact
+    assert best.shared == [pytest.approx(0.4)]
+    assert max(xs) - min(xs) <= SPREAD * (1.6 - 0.399) + 1e-9  # near 0.4, not spread away
     fig = rendered(pareto_figure(data))
     assert len(fig.axes) == 2
     for ax, panel in zip(fig.axes, data.panels, strict=True):
+        [shared] = [line for line in ax.lines if line.get_gid() == "shared-macs"]
+        assert shared.get_xdata()[0] == pytest.approx(0.4) and shared.get_linestyle() == ":"
         names = {t.get_text() for t in ax.texts}
         assert {"searched", "l1", "random", "r8"} == names  # one label per series
         boxes = sorted((t.get_window_extent() for t in ax.texts), key=lambda b: b.y0)
@@ -234,6 +240,20 @@ def test_comparison_dodges_equal_macs_labels_every_series_and_keeps_the_teacher_
         assert x0 < teacher.macs < x1 - 0.05 * (x1 - x0)
         assert y0 < teacher.mean < y1 - 0.03 * (y1 - y0)
     assert fig.axes[0].get_xscale() == "linear" and "one seed" in fig.axes[0].get_ylabel()
+
+
+def test_many_candidates_at_one_budget_stay_within_a_narrow_band_around_its_macs():
+    kinds = ["searched", "l1", "depgraph", "uniform", "random", "hand-designed"]
+    rows = [row(kind, "r8", 12.5e6, 20.0 + i) for i, kind in enumerate(kinds)]
+    rows += [row("given", f"g{i}", 12.5e6, 15.0 + i) for i in range(4)]
+    rows += [row("random", "r8", 12.5e6, 18.0 + i) for i in range(4)]
+    data = pareto_data(rows, "t", teacher={"macs": 125.7e6, "acc": 70.0})
+    [panel] = data.panels
+    xs = sorted({p.at for ps in panel.series.values() for p in ps})
+    assert len(xs) == 10  # six kinds, four given students; random's five draws in one column
+    span = 125.7 - 12.5
+    assert xs[-1] - xs[0] == pytest.approx(SPREAD * span)  # 9 columns DODGE apart would be wider
+    assert 9 * DODGE > SPREAD and panel.shared == [pytest.approx(12.5)]
 
 
 def test_comparison_is_log_scaled_when_macs_span_widely_and_shows_std_only_with_seeds():

@@ -30,7 +30,8 @@ PANELS = {"best": "best-epoch test accuracy", "last": "last-epoch test accuracy"
 ONE_PANEL = "test accuracy (the best epoch is the last for every student)"
 WIDE = 20  # a log MACs axis when the largest MACs are more than this many times the least
 SAME = 0.02  # points closer than this fraction of the x-axis share MACs: dodged sideways
-DODGE = 0.012  # fraction of the x-axis between dodged points
+DODGE = 0.012  # fraction of the x-axis between dodged columns
+SPREAD = 0.04  # the widest a group of dodged columns spans, as a fraction of the x-axis
 LABEL_GAP = 0.06  # least distance between labels beside one group, as a fraction of the y-axis
 PAD = 0.08  # room around the data (fraction of each axis): the teacher's star is not clipped
 
@@ -63,6 +64,7 @@ class Panel:
     series: dict[str, list[Point]] = field(default_factory=dict)  # kind -> points by MACs
     teacher: Point | None = None
     labels: list[Label] = field(default_factory=list)
+    shared: list[float] = field(default_factory=list)  # MACs of groups spread sideways
     ylim: tuple[float, float] = (0.0, 100.0)
 
 
@@ -134,7 +136,7 @@ def _place(data: ParetoData) -> None:
         low, high = _ylim(panel)
         panel.labels = _labels(groups, LABEL_GAP * (high - low))
         panel.ylim = _ylim(panel)
-        data.dodged = data.dodged or any(len(group) > 1 for group in groups)
+        data.dodged = data.dodged or bool(panel.shared)
     data.xlim = (scale.back(scale.lo - PAD * scale.span),
                  scale.back(scale.hi + (PAD + 0.12) * scale.span))  # labels right of points
 
@@ -155,8 +157,11 @@ class _Scale:
 
 
 def _dodge(panel: Panel, scale: _Scale) -> list[list[tuple[str, Point]]]:
-    """Spread points whose MACs are within :data:`SAME` of the axis sideways, by
-    :data:`DODGE` of the axis each, in kind order; return the groups of points."""
+    """Spread points whose MACs are within :data:`SAME` of the axis sideways, one slot per
+    kind (per student for hand-designed and given points) in kind order: the draws of one
+    kind stay in one column. Slots are :data:`DODGE` of the axis apart, closer when there
+    are many, so that a group spans at most :data:`SPREAD` of the axis around its MACs
+    (kept in ``panel.shared`` and drawn as a dotted line). Return the groups of points."""
     points = sorted(((kind, p) for kind, ps in panel.series.items() for p in ps),
                     key=lambda kp: (scale.to(kp[1].macs), KIND_ORDER.index(kp[0])))
     groups: list[list[tuple[str, Point]]] = []
@@ -167,16 +172,25 @@ def _dodge(panel: Panel, scale: _Scale) -> list[list[tuple[str, Point]]]:
         else:
             groups.append([(kind, point)])
     moved: dict[int, Point] = {}
+    panel.shared = []
     for group in groups:
         group.sort(key=lambda kp: KIND_ORDER.index(kp[0]))
+        slots = list(dict.fromkeys(_slot(kind, point) for kind, point in group))
         centre = sum(scale.to(p.macs) for _, p in group) / len(group)
-        for i, (_, point) in enumerate(group):
-            offset = (i - (len(group) - 1) / 2) * DODGE * scale.span
+        step = min(DODGE, SPREAD / max(1, len(slots) - 1)) * scale.span
+        if len(slots) > 1:
+            panel.shared.append(scale.back(centre))
+        for kind, point in group:
+            offset = (slots.index(_slot(kind, point)) - (len(slots) - 1) / 2) * step
             moved[id(point)] = Point(point.macs, point.mean, point.std, point.label,
-                                     scale.back(centre + offset) if len(group) > 1 else None)
+                                     scale.back(centre + offset) if len(slots) > 1 else None)
     for kind, ps in panel.series.items():
         panel.series[kind] = [moved[id(p)] for p in ps]
     return [[(kind, moved[id(p)]) for kind, p in group] for group in groups]
+
+
+def _slot(kind: str, point: Point) -> tuple[str, str]:
+    return kind, point.label if kind in ("hand-designed", "given") else ""
 
 
 def _labels(groups: list[list[tuple[str, Point]]], gap: float) -> list[Label]:
@@ -255,6 +269,8 @@ def draw_pareto(data: ParetoData, path: str | Path) -> Path:
 def _draw_panel(ax, panel: Panel, data: ParetoData) -> None:
     if data.log_x:
         ax.set_xscale("log")
+    for macs in panel.shared:  # where a group spread sideways really is
+        ax.axvline(macs, color="0.55", linestyle=":", linewidth=1, zorder=0, gid="shared-macs")
     for kind, points in panel.series.items():
         colour, marker, line = STYLE[kind]
         ax.errorbar([p.at for p in points], [p.mean for p in points],
@@ -275,8 +291,8 @@ def _draw_panel(ax, panel: Panel, data: ParetoData) -> None:
     ax.set_xlim(*data.xlim)
     ax.set_ylim(*panel.ylim)
     ax.set_title(panel.title, fontsize=13)
-    notes = [note for note, shown in (("log scale", data.log_x),
-                                      ("equal MACs spread sideways", data.dodged)) if shown]
+    spread = "equal MACs spread sideways around a dotted line"
+    notes = [note for note, shown in (("log scale", data.log_x), (spread, data.dodged)) if shown]
     ax.set_xlabel("; ".join(["MACs per sample (millions", *notes]) + ")", fontsize=12)
     ax.tick_params(labelsize=11)
     ax.grid(True, alpha=0.3)
