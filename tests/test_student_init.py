@@ -84,3 +84,21 @@ def test_a_family_without_its_own_initialisation_gets_pytorch_defaults():
     bound = 1 / math.sqrt(16 * 9)  # kaiming_uniform(a=sqrt(5)): U(-1/sqrt(fan_in), ...)
     assert 0 < layer[0].weight.abs().max() <= bound
 
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small", "efficientnet_b0",
+                                  "squeezenet1_0", "mnasnet0_5", "regnet_x_400mf"])
+def test_a_cut_of_a_torchvision_teacher_starts_as_torchvision_initialises_it(arch):
+    """Every sizeable conv and linear layer of a fresh cut has the spread torchvision's
+    constructor gives the same layer (PyTorch's defaults are 1.7-2.5x narrower for the convs)."""
+    name = f"torchvision:{arch}"
+    torch.manual_seed(0)
+    cut = build_student(_spec(name, 10, lambda units: Selection()))
+    zoo = build_model(name, 10, 3)
+    checked = 0
+    for layer, weight in _weights(zoo).items():
+        if weight.numel() >= 2000:
+            got = cut.get_submodule(layer).weight
+            assert (got.std() / weight.std()).item() == pytest.approx(1, abs=0.2), layer
+            checked += 1
+    assert checked >= 5

@@ -50,15 +50,25 @@ def model_family(name: str) -> str:
     return MODELS.meta(name).get("family", "generic")
 
 
+def initialisation_of(name: str) -> str:
+    """What initialises a fresh model named ``name`` (:func:`initialise_like`'s argument): its
+    zoo family, or the name itself for a torchvision model (its architecture decides)."""
+    return name if name.startswith(TORCHVISION_PREFIX) else model_family(name)
+
+
 def initialise_like(model: nn.Module, family: str) -> None:
-    """Re-initialise every layer of ``model`` in place as a fresh model of ``family`` is:
-    each layer's own ``reset_parameters``, then the family's initialisation where the zoo
-    registers one (He-normal convs for the CIFAR ResNets, WRNs, VGGs and MobileNetV2)."""
+    """Re-initialise every layer of ``model`` in place as a fresh model of ``family`` (a zoo
+    family, or ``torchvision:ARCH``) is: each layer's own ``reset_parameters``, then the
+    family's initialisation where one is registered (He-normal convs for the CIFAR ResNets,
+    WRNs, VGGs and MobileNetV2; torchvision's per architecture, by the longest registered
+    prefix: ``torchvision:resnet`` for ``torchvision:resnet50``)."""
     for module in model.modules():
         if module is not model and hasattr(module, "reset_parameters"):
             module.reset_parameters()
-    if family in FAMILY_INITS:
-        FAMILY_INITS.get(family)(model)
+    matches = [key for key in FAMILY_INITS.names() if family == key or (
+        key.startswith(TORCHVISION_PREFIX) and family.startswith(key))]
+    if matches:
+        FAMILY_INITS.get(max(matches, key=len))(model)
 
 
 def model_names() -> list[str]:

@@ -20,18 +20,25 @@ def family_of(text: str) -> str:
     belongs to the family of the teacher it was cut from; a name nobody knows is "generic"."""
     from kdsearch.models.registry import model_family
 
-    if text.endswith(".json"):
-        from kdsearch.io import read_json
-
-        try:
-            return family_of(read_json(text)["teacher"]["model"])
-        except (KeyError, TypeError):
-            raise KdsearchError(f"{text}: not a student.json of kdsearch search "
-                                "(no teacher.model)") from None
+    root = root_model(text)
     try:
-        return model_family(text)
+        return model_family(root)
     except KdsearchError:
         return "generic"
+
+
+def root_model(text: str) -> str:
+    """The model (a name) that a student.json was cut from, through any chain of cuts (a
+    student searched inside a searched student); ``text`` itself when it is a name."""
+    if not text.endswith(".json"):
+        return text
+    from kdsearch.io import read_json
+
+    try:
+        return root_model(read_json(text)["teacher"]["model"])
+    except (KeyError, TypeError):
+        raise KdsearchError(f"{text}: not a student.json of kdsearch search "
+                            "(no teacher.model)") from None
 
 
 @dataclass

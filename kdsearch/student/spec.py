@@ -86,10 +86,10 @@ def build_student(spec: dict, teacher: nn.Module | None = None,
     units = find_units(gm, count_macs(gm), STRUCTURAL)
     student = extract_student(gm, units, _selection(spec, units))
     if fresh:  # as a zoo model of the student's shapes would be: equal footing with them
-        from kdsearch.models.registry import initialise_like
-        from kdsearch.student.resolve import family_of
+        from kdsearch.models.registry import initialisation_of, initialise_like
+        from kdsearch.student.resolve import root_model
 
-        initialise_like(student, family_of(info["model"]))
+        initialise_like(student, initialisation_of(root_model(info["model"])))
     return student
 
 
