@@ -27,8 +27,8 @@ if [ ! -d "$out" ]; then
   cp -r results/search-quality/state/depth/search/. "$out/search/"
   [ -d "$here/state" ] && cp -r "$here/state/." "$out/"
 fi
-python results/search-quality/depth/allocation.py "$out/given" 3,3,3 1,3,5 1,1,7 5,3,1 7,1,1
-students=$(printf "$out/given/alloc_%s/student.json," 3_3_3 1_3_5 1_1_7 5_3_1 7_1_1)
+python results/search-quality/depth/allocation.py "$out/given" 1,3,5 7,1,1 3,3,3 1,1,7 5,3,1
+students=$(printf "$out/given/alloc_%s/student.json," 1_3_5 7_1_1 3_3_3 1_1_7 5_3_1)
 kdsearch compare --teacher resnet56 --teacher-weights results/teachers/resnet56-cifar100/teacher.pt \
   --dataset cifar100 --data-dir "$data" --no-download --subset 10000 --against resnet20 \
   --method kd --seeds 2 --search-steps 781 --preset search_spaces/resnet_cifar_depth.yaml \
