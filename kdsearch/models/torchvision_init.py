@@ -71,15 +71,10 @@ def _squeezenet(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def _resnet(model: nn.Module) -> None:
-    """He-normal (fan-out) convs; the Linear keeps its default, bias included."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            _he_fan_out(m)
-
-
 BY_PREFIX: dict[str, Init] = {
-    "resnet": _resnet, "resnext": _resnet, "wide_resnet": _resnet,
+    # He-normal (fan-out) convs; the Linear keeps its default, bias included
+    "resnet": _layers(_he_fan_out, None), "resnext": _layers(_he_fan_out, None),
+    "wide_resnet": _layers(_he_fan_out, None),
     "vgg": _layers(_he_fan_out, _normal(0.01)),
     "mobilenet_v2": _layers(_he_fan_out, _normal(0.01)),
     "mobilenet_v3": _layers(_he_fan_out, _normal(0.01)),
