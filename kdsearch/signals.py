@@ -1,7 +1,11 @@
-"""SIGINT/SIGTERM as a request to stop after the current step (search, training, tuning)."""
+"""Process lifetime: SIGINT/SIGTERM as a request to stop after the current step (search,
+training, tuning), and worker processes that end with the process that started them."""
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.connection
+import os
 import signal
 import threading
 from typing import Any
@@ -31,3 +35,23 @@ class StopSignals:
     def __exit__(self, *exc_info: Any) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+def exit_with_parent() -> None:
+    """End this worker process as soon as the process that started it ends, however it ends.
+
+    Call it in a ``multiprocessing`` worker's initializer. A pool's workers do not die with
+    their parent: a ``kdsearch compare`` killed by SIGTERM or SIGKILL would leave them
+    training, writing into the run folders that the next compare resumes. A daemon thread
+    waits on the parent's sentinel and exits the process at once; the training it interrupts
+    resumes from its last checkpoint, and every file is written atomically.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_when_ready, args=(parent.sentinel,), daemon=True,
+                         name="exit-with-parent").start()
+
+
+def _exit_when_ready(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)

@@ -67,8 +67,10 @@ def worker_start(data: str | None, device: str) -> None:
     """Load the data and the teacher once per worker process."""
     sys.path.insert(0, str(ROOT / "bench/gpu"))
     from kdsearch.numerics import set_threads
+    from kdsearch.signals import exit_with_parent
     from kdsearch.student.resolve import resolve_model
 
+    exit_with_parent()
     set_threads(2)
     _WORKER["dataset"] = load_data(data)
     dataset = _WORKER["dataset"]

@@ -397,7 +397,9 @@ _WORKER: dict[str, Setup] = {}  # the set-up of a worker process
 
 def _worker_start(settings: Comparison, out: Path, threads: int) -> None:
     from kdsearch.numerics import set_threads
+    from kdsearch.signals import exit_with_parent
 
+    exit_with_parent()
     set_threads(threads)
     _WORKER["setup"] = _setup(settings, out)
 
