@@ -1,8 +1,10 @@
 """Process lifetime: SIGINT/SIGTERM as a request to stop after the current step (search,
-training, tuning), and worker processes that end with the process that started them."""
+training, tuning), passed on to worker processes, which end with the process that started
+them."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -37,19 +39,36 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
-def exit_with_parent() -> None:
-    """End this worker process as soon as the process that started it ends, however it ends.
+class ForwardSignals(StopSignals):
+    """:class:`StopSignals` for the parent of worker processes (``kdsearch compare --jobs``):
+    each SIGINT/SIGTERM is also passed on to every live child that ``multiprocessing``
+    started, so that each stops after its current step, checkpoints and reports it as the
+    parent would. A second signal reaches them too (they stop at once)."""
+
+    def handle(self, signum: int, frame: Any) -> None:
+        self.requested = self.requested or signal.Signals(signum).name
+        for child in multiprocessing.active_children():
+            with contextlib.suppress(ProcessLookupError):  # ended since
+                os.kill(child.pid, signum)
+
+
+def tie_to_parent() -> None:
+    """Make this worker process a child of its parent in every way that matters for stopping.
 
     Call it in a ``multiprocessing`` worker's initializer. A pool's workers do not die with
-    their parent: a ``kdsearch compare`` killed by SIGTERM or SIGKILL would leave them
-    training, writing into the run folders that the next compare resumes. A daemon thread
-    waits on the parent's sentinel and exits the process at once; the training it interrupts
-    resumes from its last checkpoint, and every file is written atomically.
+    their parent: a killed ``kdsearch compare`` left them training, writing into the run
+    folders that the next compare resumes. Here a daemon thread waits on the parent's
+    sentinel and exits the process as soon as the parent ends, however it ends (the
+    training it cuts resumes from its last checkpoint; every file is written atomically).
+    And the worker leaves the terminal's process group, so that Ctrl-C reaches only the
+    parent, which passes it on once (:class:`ForwardSignals`).
     """
     parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(target=_exit_when_ready, args=(parent.sentinel,), daemon=True,
-                         name="exit-with-parent").start()
+    if parent is None:
+        return
+    os.setpgid(0, 0)
+    threading.Thread(target=_exit_when_ready, args=(parent.sentinel,), daemon=True,
+                     name="exit-with-parent").start()
 
 
 def _exit_when_ready(sentinel: int) -> None:

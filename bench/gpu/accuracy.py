@@ -67,10 +67,10 @@ def worker_start(data: str | None, device: str) -> None:
     """Load the data and the teacher once per worker process."""
     sys.path.insert(0, str(ROOT / "bench/gpu"))
     from kdsearch.numerics import set_threads
-    from kdsearch.signals import exit_with_parent
+    from kdsearch.signals import tie_to_parent
     from kdsearch.student.resolve import resolve_model
 
-    exit_with_parent()
+    tie_to_parent()
     set_threads(2)
     _WORKER["dataset"] = load_data(data)
     dataset = _WORKER["dataset"]
@@ -109,6 +109,8 @@ def train_one(task: tuple[dict, int, dict, str]) -> dict:
 
 # -- the schedule and the report --------------------------------------------------------------
 def run(args: argparse.Namespace) -> dict:
+    from kdsearch.signals import ForwardSignals
+
     students = candidates(args.state)[:args.candidates]
     config = dict(students[0]["cpu_runs"][0]["config"], **args.overrides)
     tasks = [(c, seed) for seed in range(args.max_seeds) for c in students]
@@ -116,9 +118,9 @@ def run(args: argparse.Namespace) -> dict:
               "config": config, "runs": [], "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     start, longest = time.perf_counter(), 0.0
     context = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory(prefix="kdsearch-accuracy-") as work, ProcessPoolExecutor(
-            args.jobs, mp_context=context, initializer=worker_start,
-            initargs=(args.data, args.device)) as pool:
+    with ForwardSignals(), tempfile.TemporaryDirectory(prefix="kdsearch-accuracy-") as work, \
+            ProcessPoolExecutor(args.jobs, mp_context=context, initializer=worker_start,
+                                initargs=(args.data, args.device)) as pool:
         running = {}
         while True:
             elapsed = time.perf_counter() - start

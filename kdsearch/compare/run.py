@@ -378,18 +378,39 @@ def _control(setup: Setup, control: str, budget: str, draw: int | None) -> Path:
 def _train_all(setup: Setup, tasks: list[tuple[Candidate, int]]) -> list[dict]:
     """Every (candidate, seed) training, in order; with ``jobs`` > 1 in that many worker
     processes at once (each loads the data and the teacher once, and takes its share of
-    the threads). Each run has its own folder, so the result does not depend on ``jobs``."""
+    the threads). Each run has its own folder, so the result does not depend on ``jobs``.
+    SIGINT/SIGTERM reach every worker: each stops after its step with its last epoch in
+    checkpoint.pt, no new training starts, and the first to stop raises here."""
     jobs = min(setup.settings.jobs, len(tasks))
     if jobs <= 1:
         return [_train(setup, candidate, seed) for candidate, seed in tasks]
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    from kdsearch.signals import ForwardSignals
 
     threads = max(1, torch.get_num_threads() // jobs)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_start,
-                             initargs=(setup.settings, setup.out, threads)) as pool:
-        return list(pool.map(_worker_train, tasks))
+    waiting, running, results = list(enumerate(tasks)), {}, {}
+    with ForwardSignals() as signals, ProcessPoolExecutor(
+            jobs, mp_context=context, initializer=_worker_start,
+            initargs=(setup.settings, setup.out, threads)) as pool:
+        try:
+            while (waiting and not signals.requested) or running:
+                while waiting and len(running) < jobs and not signals.requested:
+                    index, task = waiting.pop(0)  # never more queued than running
+                    running[pool.submit(_worker_train, task)] = index
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    results[running.pop(future)] = future.result()
+        except BrokenProcessPool:  # a worker the signal caught between trainings
+            if not signals.requested:
+                raise
+    if signals.requested:  # every worker stopped between trainings
+        raise KeyboardInterrupt(f"{signals.requested}; finished trainings are kept, rerun "
+                                "the same command to continue")
+    return [results[index] for index in range(len(tasks))]
 
 
 _WORKER: dict[str, Setup] = {}  # the set-up of a worker process
@@ -397,9 +418,9 @@ _WORKER: dict[str, Setup] = {}  # the set-up of a worker process
 
 def _worker_start(settings: Comparison, out: Path, threads: int) -> None:
     from kdsearch.numerics import set_threads
-    from kdsearch.signals import exit_with_parent
+    from kdsearch.signals import tie_to_parent
 
-    exit_with_parent()
+    tie_to_parent()
     set_threads(threads)
     _WORKER["setup"] = _setup(settings, out)
 
