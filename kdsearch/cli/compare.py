@@ -31,7 +31,9 @@ hand-designed student at the same budget and its two-sided Welch t-test p-value,
 per-seed accuracies), comparison.md (the same table and exactly what was compared) and
 comparison.png (accuracy against MACs). Every search and training run has its own folder
 (search/, controls/, train/) and is skipped when its summary.json exists: run the same
-command again to continue an interrupted comparison."""
+command again to continue an interrupted comparison. SIGINT/SIGTERM stop every training
+under way after its current step (with --jobs, in every worker process) with its last
+epoch in checkpoint.pt, and exit with code 130."""
 
 
 def _names(text: str) -> tuple[str, ...]:
