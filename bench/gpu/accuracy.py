@@ -38,22 +38,29 @@ HAND = "resnet20"
 def candidates(state: Path) -> list[dict]:
     """The protocol's students: hand-designed, searched, the controls (by folder), then the
     depth-only search and its random depth allocations when ``state``'s sibling ``depth``
-    holds them (results/search-quality/depth)."""
+    holds them (results/search-quality/state/depth, and draws 3-4 in depth-random/state).
+    ``cpu_runs``: each one's CPU runs with the fair initialisation (for the depth-only
+    candidates those of results/search-quality/seeds/depth and depth-random)."""
+    results = state.parent.parent
+    depth = [state.parent / "depth", results / "depth-random/state"]
+    depth_runs = [results / "seeds/depth/state/train", results / "depth-random/state/train"]
     found = [{"kind": "hand-designed", "folder": f"hand-designed_{HAND}", "model": HAND,
-              "state": state}]
-    for prefix, folder in (("", state), ("depth-", state.parent / "depth")):
-        if not (folder / "search/like_resnet20/student.json").is_file():
+              "runs": [state / "train"]}]
+    for prefix, specs, runs in (("", [state], [state / "train"]), ("depth-", depth, depth_runs)):
+        if not (specs[0] / "search/like_resnet20/student.json").is_file():
             continue
         found.append({"kind": f"{prefix}searched", "folder": "searched_like_resnet20",
-                      "model": str(folder / "search/like_resnet20/student.json"),
-                      "state": folder})
-        for control in sorted((folder / "controls").iterdir()):
+                      "model": str(specs[0] / "search/like_resnet20/student.json"),
+                      "runs": runs})
+        controls = [c for folder in specs if (folder / "controls").is_dir()
+                    for c in (folder / "controls").iterdir()]
+        for control in sorted(controls, key=lambda c: c.name):
             found.append({"kind": prefix + control.name.split("_")[0], "folder": control.name,
-                          "model": str(control / "student.json"), "state": folder})
+                          "model": str(control / "student.json"), "runs": runs})
     for candidate in found:
-        runs = sorted((candidate.pop("state") / "train" / candidate["folder"]).glob(
-            "seed*/summary.json"))
-        candidate["cpu_runs"] = [json.loads(path.read_text()) for path in runs]
+        summaries = sorted(path for folder in candidate.pop("runs")
+                           for path in (folder / candidate["folder"]).glob("seed*/summary.json"))
+        candidate["cpu_runs"] = [json.loads(path.read_text()) for path in summaries]
         if candidate["kind"].startswith("depth-"):
             candidate["folder"] = "depth_" + candidate["folder"]  # its own training folder
     return found
