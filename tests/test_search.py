@@ -70,6 +70,32 @@ def test_selection_respects_channel_multiple():
     assert report.macs <= 0.5 * topology.macs
 
 
+def test_selection_respects_a_width_floor():
+    """min_fraction 0.5: no group keeps fewer than half its channels, so at a budget that
+    the channels alone could meet, whole blocks go instead."""
+    topology = TopologyGraph(build_model("resnet20"), (3, 32, 32), Constraints(keep_stem=False))
+    model = MacModel(topology.units, topology.macs_per_node)
+    gen = torch.Generator().manual_seed(0)
+    gates = {u.id: torch.rand(u.size, generator=gen) for u in topology.units.searchable()}
+    gates.update({u.id: torch.full((1,), 1e6) for u in topology.units.blocks if u.searchable})
+    sizes = {u.id: u.size for u in topology.units.channels}
+    budget = int(0.2 * topology.macs)  # the blocks score highest: channels go first
+    free, _ = select_to_budget(topology.units, model, gates, budget,
+                               Constraints(keep_stem=False))
+    floored, report = select_to_budget(topology.units, model, gates, budget,
+                                       Constraints(keep_stem=False, min_fraction=0.5))
+    assert 0.97 * budget <= report.macs <= budget
+    assert any(len(k) < sizes[uid] / 2 for uid, k in free.kept.items())  # the floor binds
+    assert all(len(k) >= sizes[uid] / 2 for uid, k in floored.kept.items())
+    assert len(floored.removed_blocks) > len(free.removed_blocks)
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5])
+def test_a_width_floor_outside_0_to_1_is_refused(fraction):
+    with pytest.raises(KdsearchError, match="min_fraction is a fraction"):
+        Constraints(min_fraction=fraction)
+
+
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits")

@@ -54,6 +54,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "'layer1.*'; repeatable)")
     parser.add_argument("--min-channels", type=positive_int,
                         help="fewest channels a group may keep (default: preset)")
+    parser.add_argument("--min-fraction", type=float, metavar="F",
+                        help="fewest channels a group may keep, as a fraction of its width "
+                             "(a width floor, 0 to 1; default: preset)")
     parser.add_argument("--channel-multiple", type=positive_int,
                         help="round kept channels to a multiple of N (default: preset)")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
@@ -100,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
                  "channels_last": False if not args.channels_last else None}
     config = from_mapping(SearchConfig, {k: v for k, v in overrides.items() if v is not None},
                           "command line", base=config)
-    limits = {"min_channels": args.min_channels, "channel_multiple": args.channel_multiple,
+    limits = {"min_channels": args.min_channels, "min_fraction": args.min_fraction,
+              "channel_multiple": args.channel_multiple,
               "keep": tuple(constraints.keep) + tuple(args.keep) if args.keep else None}
     constraints = from_mapping(Constraints, {k: v for k, v in limits.items() if v is not None},
                                "command line", base=constraints)
@@ -112,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         used = math.floor(10_000 * result.summary["budget_fraction"]) / 100  # never up to 97
         print(f"kdsearch: warning: the student uses {used:.2f}%"
               f" of the budget, short of the {100 * LANDING:.0f}% aimed for: the constraints "
-              "(--min-channels, --channel-multiple, --keep) or whole blocks left no closer fit",
+              "(--min-channels, --min-fraction, --channel-multiple, --keep) or whole blocks left "
+              "no closer fit",
               file=sys.stderr)
     return 0
 

@@ -79,10 +79,11 @@ def choose_uniform(topology: TopologyGraph, mac_model: MacModel, budget: int,
                    constraints: Constraints, seed: int) -> tuple[Selection, SelectionReport]:
     units = topology.units
     sizes = {u.id: u.size for u in units.channels if u.searchable}
-    step, least = max(1, constraints.channel_multiple), max(1, constraints.min_channels)
+    step = max(1, constraints.channel_multiple)
 
     def kept_at(fraction: float) -> dict[str, int]:
-        return {uid: min(size, max(least, step * math.ceil(fraction * size / step)))
+        return {uid: min(size, max(constraints.fewest(size),
+                                   step * math.ceil(fraction * size / step)))
                 for uid, size in sizes.items()}
 
     low, high = 0.0, 1.0  # the MACs grow with the fraction: bisect for the largest that fits

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import takewhile
 
 import torch.fx as fx
 
+from kdsearch.errors import KdsearchError
 from kdsearch.graph.blocks import ResidualBranch, find_residual_branches
 from kdsearch.graph.channels import ChannelRecords, Layout, analyse_channels
 
@@ -30,8 +32,10 @@ class Constraints:
 
     ``keep`` holds fnmatch patterns on module paths (``layer1.*``, ``conv1``): a channel
     group produced there, or a residual block inside, is kept whole. ``min_channels`` is
-    the fewest channels a group may keep; ``channel_multiple`` rounds kept channels to a
-    multiple (for speed on accelerators; a group smaller than the multiple keeps all).
+    the fewest channels a group may keep, ``min_fraction`` the smallest fraction of its
+    width (a width floor: 0.5 keeps at least half of every group, like Torch-Pruning's
+    ``max_pruning_ratio`` of 0.5); ``channel_multiple`` rounds kept channels to a multiple
+    (for speed on accelerators; a group smaller than the multiple keeps all).
     """
 
     unit_kinds: tuple[str, ...] = UNIT_KINDS
@@ -39,7 +43,17 @@ class Constraints:
     keep_head: bool = False
     keep: tuple[str, ...] = ()
     min_channels: int = 1
+    min_fraction: float = 0.0
     channel_multiple: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_fraction <= 1.0:
+            raise KdsearchError(f"min_fraction is a fraction of a group's channels, from 0 to "
+                                f"1, not {self.min_fraction}")
+
+    def fewest(self, size: int) -> int:
+        """The fewest channels a group of ``size`` channels may keep (at least 1)."""
+        return min(size, max(1, self.min_channels, math.ceil(self.min_fraction * size)))
 
 
 @dataclass
@@ -164,7 +178,8 @@ def _apply_constraints(gm: fx.GraphModule, units: Units, constraints: Constraint
         reason = _channel_keep_reason(gm, unit, constraints, dense)
         if reason and unit.searchable:
             unit.searchable, unit.reason = False, reason
-        elif unit.searchable and unit.size <= constraints.min_channels:
+        elif unit.searchable and unit.size <= max(
+                constraints.min_channels, math.ceil(constraints.min_fraction * unit.size)):
             unit.searchable, unit.reason = False, f"only {unit.size} channels"
     for unit in units.blocks:
         if "blocks" not in constraints.unit_kinds:

@@ -48,14 +48,14 @@ class _State:
         self.sizes = {u.id: u.size for u in units.channels if u.id in gates}
         self.blocks = [u.id for u in units.blocks if u.id in gates]
         self.step = max(1, constraints.channel_multiple)
-        self.min_channels = max(1, constraints.min_channels)
-        self.kept = {uid: self._legal(int((self.gates[uid] > 0).sum()), size)
-                     for uid, size in self.sizes.items()}
+        self.fewest = {uid: constraints.fewest(size) for uid, size in self.sizes.items()}
+        self.kept = {uid: self._legal(int((self.gates[uid] > 0).sum()), uid)
+                     for uid in self.sizes}
         self.removed = {b for b in self.blocks if float(self.gates[b][0]) <= 0}
 
-    def _legal(self, k: int, size: int) -> int:
-        k = max(k, self.min_channels)
-        return min(size, -(-k // self.step) * self.step)
+    def _legal(self, k: int, uid: str) -> int:
+        k = max(k, self.fewest[uid])
+        return min(self.sizes[uid], -(-k // self.step) * self.step)
 
     def macs(self) -> int:
         return self.model.macs(self.kept, self.removed)
@@ -69,7 +69,7 @@ class _State:
     def channel_move(self, uid: str, grow: bool) -> tuple[tuple, float, int] | None:
         """(rank key, MACs changed, new count) of moving one step, or None."""
         k, size = self.kept[uid], self.sizes[uid]
-        new = min(size, k + self.step) if grow else self._shrunk(k, size)
+        new = min(size, k + self.step) if grow else self._shrunk(k, uid)
         if new is None or new == k:
             return None
         before = self.model.unit_macs(uid, self.kept, self.removed)
@@ -80,9 +80,9 @@ class _State:
         lo, hi = sorted((k, new))
         return self.score(uid, self.order[uid][lo:hi], delta), delta, new
 
-    def _shrunk(self, k: int, size: int) -> int | None:
-        new = k - self.step if k == size or k % self.step == 0 else k - k % self.step
-        return new if new >= self.min_channels else None
+    def _shrunk(self, k: int, uid: str) -> int | None:
+        new = k - self.step if k == self.sizes[uid] or k % self.step == 0 else k - k % self.step
+        return new if new >= self.fewest[uid] else None
 
     def block_move(self, uid: str) -> tuple[tuple, float] | None:
         without = self.removed ^ {uid}
