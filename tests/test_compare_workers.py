@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+pytestmark = [pytest.mark.slow,  # about 20 s each: a real compare with two workers
+              pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")]
 
 
 def _alive_children(pid: int) -> set[int]:
