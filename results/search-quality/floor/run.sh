@@ -1,35 +1,62 @@
 #!/usr/bin/env bash
 # The default search with a width floor (preset.yaml: search_spaces/resnet_cifar.yaml plus
 # min_fraction 0.5, every channel group keeps at least half its channels): resnet56
-# (results/teachers/resnet56-cifar100) searched at the MACs of resnet20, against the
-# hand-designed resnet20 and DRAWS random subgraphs under the same constraints (0: none),
-# protocol (b) exactly as ../run.sh: KD from scratch, 10 epochs on the seeded 10,000-image
-# subset, cosine lr from 0.05, batch 64, seeds 0 .. SEEDS-1. resnet20's runs are carried
-# in from ../state/b and ../seeds/resnet20/state (seeds 0-4).
+# (results/teachers/resnet56-cifar100) searched at the MACs of PAIR (resnet20 or resnet8),
+# against the hand-designed PAIR and DRAWS random subgraphs under the same constraints
+# (0: none), the schedules of ../run.sh:
+#   PROTOCOL b: KD from scratch, 10 epochs on the seeded 10,000-image subset, cosine lr
+#               from 0.05, batch 64, seeds 0 .. SEEDS-1;
+#   PROTOCOL a: from the weights each kept (student.pt), KD fine-tune 2 epochs, cosine lr
+#               from 0.01 (the hand-designed student has none: fresh); run b first, a
+#               reuses its search and draws.
+# The hand-designed student's runs are carried in from the protocol's own tables
+# (b: ../state/b or ../resnet8/state/b, and ../seeds/PAIR/state for seeds 2-4;
+# a: ../state/a or ../resnet8/state/a), the teacher's evaluation from ../state/b. The draws
+# are seeded (draw k: seed k), so a recut draw is the same subgraph. State
+# committed under PAIR/state/PROTOCOL continues; finished runs are skipped.
 # Usage (from the repository root):
-#   bash results/search-quality/floor/run.sh SEEDS DRAWS [DATA_DIR] [THREADS] [JOBS]
+#   bash results/search-quality/floor/run.sh PAIR PROTOCOL SEEDS DRAWS [DATA_DIR] [THREADS] [JOBS]
 set -euo pipefail
-seeds=${1:?usage: run.sh SEEDS DRAWS [DATA_DIR] [THREADS] [JOBS]}
-draws=${2:?usage: run.sh SEEDS DRAWS [DATA_DIR] [THREADS] [JOBS]}
-data=${3:-../shared/data}
-threads=${4:-1}
-jobs=${5:-1}
+usage="usage: run.sh resnet20|resnet8 a|b SEEDS DRAWS [DATA_DIR] [THREADS] [JOBS]"
+pair=${1:?$usage} protocol=${2:?$usage} seeds=${3:?$usage} draws=${4:?$usage}
+data=${5:-../shared/data}
+threads=${6:-1}
+jobs=${7:-1}
 sq=results/search-quality
-here=$sq/floor
-out=runs/search-quality/floor
+case "$pair" in
+  resnet20) pair_state=$sq/state ;;
+  resnet8) pair_state=$sq/resnet8/state ;;
+  *) echo "run.sh: PAIR is resnet20 or resnet8, not $pair" >&2; exit 2 ;;
+esac
+case "$protocol" in
+  b) schedule=(--init fresh --epochs 10 --lr 0.05 --schedule cosine) ;;
+  a) schedule=(--init inherit --epochs 2 --lr 0.01 --schedule cosine) ;;
+  *) echo "run.sh: PROTOCOL is a or b, not $protocol" >&2; exit 2 ;;
+esac
+here=$sq/floor/$pair
+out=runs/search-quality/floor/$pair/$protocol
+hand=train/hand-designed_$pair
 if [ ! -d "$out" ]; then
   mkdir -p "$out/train"
   cp -r $sq/state/b/teacher "$out/"
-  cp -r $sq/state/b/train/hand-designed_resnet20 "$out/train/"
-  cp -r $sq/seeds/resnet20/state/train/hand-designed_resnet20/. "$out/train/hand-designed_resnet20/"
-  if [ -d "$here/state" ]; then cp -r "$here/state/." "$out/"; fi
+  cp -r "$pair_state/$protocol/$hand" "$out/train/"
+  if [ "$protocol" = b ]; then
+    cp -r "$sq/seeds/$pair/state/$hand/." "$out/$hand/"
+  elif [ -d "runs/search-quality/floor/$pair/b/search" ]; then  # protocol b's search, draws
+    cp -r "runs/search-quality/floor/$pair/b/"{search,controls} "$out/"
+  elif [ -d "$here/state/b/search" ]; then  # its committed search; the draws are recut
+    cp -r "$here/state/b/search" "$out/"
+  else
+    echo "run.sh: run protocol b for $pair first" >&2; exit 2
+  fi
+  if [ -d "$here/state/$protocol" ]; then cp -r "$here/state/$protocol/." "$out/"; fi
 fi
 baselines=()
 if [ "$draws" -gt 0 ]; then baselines=(--baselines random --random-draws "$draws"); fi
 kdsearch compare --teacher resnet56 --teacher-weights results/teachers/resnet56-cifar100/teacher.pt \
-  --dataset cifar100 --data-dir "$data" --no-download --subset 10000 --against resnet20 \
-  --method kd --seeds "$seeds" --search-steps 781 --preset $here/preset.yaml "${baselines[@]}" \
-  --init fresh --epochs 10 --lr 0.05 --schedule cosine --threads "$threads" --jobs "$jobs" \
-  --quiet --out "$out"
-cp "$out"/comparison.{md,csv,png} "$here/"
-cp "$out/search/like_resnet20/summary.json" "$here/search_summary.json"
+  --dataset cifar100 --data-dir "$data" --no-download --subset 10000 --against "$pair" \
+  --method kd --seeds "$seeds" --search-steps 781 --preset $sq/floor/preset.yaml \
+  "${baselines[@]}" "${schedule[@]}" --threads "$threads" --jobs "$jobs" --quiet --out "$out"
+mkdir -p "$here/$protocol"
+cp "$out"/comparison.{md,csv,png} "$here/$protocol/"
+cp "$out/search/like_$pair/summary.json" "$here/search_summary.json"
