@@ -57,6 +57,7 @@ kdsearch compare --teacher resnet56 --teacher-weights results/teachers/resnet56-
   --dataset cifar100 --data-dir "$data" --no-download --subset 10000 --against "$pair" \
   --method kd --seeds "$seeds" --search-steps 781 --preset $sq/floor/preset.yaml \
   "${baselines[@]}" "${schedule[@]}" --threads "$threads" --jobs "$jobs" --quiet --out "$out"
-mkdir -p "$here/$protocol"
-cp "$out"/comparison.{md,csv,png} "$here/$protocol/"
+table=$here/$protocol/seeds$seeds-draws$draws
+mkdir -p "$table"
+cp "$out"/comparison.{md,csv,png} "$table/"
 cp "$out/search/like_$pair/summary.json" "$here/search_summary.json"
