@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import re
 import shutil
 import time
@@ -24,6 +25,7 @@ from kdsearch.compare import (
     spread,
     welch,
 )
+from kdsearch.compare.baselines import control_constraints
 from kdsearch.compare.run import Candidate
 from kdsearch.errors import KdsearchError
 from kdsearch.graph.counting import count_model
@@ -294,6 +296,16 @@ def test_compare_rerun_skips_finished_work_and_continues(comparison):
     assert rows[-1]["best_p"] == "" and len(rows) == 2 * len(KINDS) + 1
     with pytest.raises(KdsearchError, match="other settings"):
         compare_cli.run(_args(out, weights, "--lr", "0.01"))
+
+
+def test_controls_are_cut_under_the_search_constraints_on_their_own_unit_kinds():
+    asked = Constraints(keep=("layer1.*",), min_channels=4, min_fraction=0.5)
+    assert control_constraints("random", asked) == asked
+    l1 = control_constraints("l1", asked)
+    assert l1.unit_kinds == ("channels",) and l1.min_fraction == 0.5 and l1.keep == asked.keep
+    # a cut control is reused only under the same constraints (compare checks the summary)
+    assert l1.changes({**dataclasses.asdict(l1), "min_fraction": 0.0}) == [
+        "constraints.min_fraction: 0.0 -> 0.5"]
 
 
 def test_compare_warns_without_teacher_weights(tmp_path, capsys):

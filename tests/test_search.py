@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -18,7 +19,7 @@ from kdsearch.search.budget import parse_budget
 from kdsearch.search.config import SearchConfig
 from kdsearch.search.cost import MacModel
 from kdsearch.search.select import select_to_budget
-from kdsearch.student.run import search_student
+from kdsearch.student.run import search_changes, search_student
 from kdsearch.student.spec import build_student, load_student
 
 TEACHER_MACS = 100_000_000
@@ -94,6 +95,29 @@ def test_selection_respects_a_width_floor():
 def test_a_width_floor_outside_0_to_1_is_refused(fraction):
     with pytest.raises(KdsearchError, match="min_fraction is a fraction"):
         Constraints(min_fraction=fraction)
+
+
+def test_constraints_name_what_differs_from_a_summary():
+    saved = dataclasses.asdict(Constraints(keep=("layer1.*",)))  # as JSON: lists
+    saved = json.loads(json.dumps(saved))
+    assert Constraints(keep=("layer1.*",)).changes(saved) == []
+    assert Constraints(keep=("layer1.*",), min_fraction=0.5).changes(saved) == [
+        "constraints.min_fraction: 0.0 -> 0.5"]
+    assert Constraints().changes(saved) == ["constraints.keep: ['layer1.*'] -> []"]
+    del saved["min_fraction"]  # a summary older than the width floor: made without one
+    assert Constraints(keep=("layer1.*",)).changes(saved) == []
+    assert Constraints().changes(None) == []
+
+
+def test_a_finished_search_is_not_reused_under_other_constraints():
+    """compare and chains skip a finished search only when its constraints are the asked
+    ones: a width floor added to the preset must search again, not reuse the old student."""
+    config = SearchConfig(steps=8)
+    summary = {"config": dataclasses.asdict(config), "budget": "0.5x",
+               "constraints": dataclasses.asdict(Constraints())}
+    assert search_changes(config, 100, "0.5x", Constraints())(summary) == []
+    assert search_changes(config, 100, "0.5x", Constraints(min_fraction=0.5))(summary) == [
+        "constraints.min_fraction: 0.0 -> 0.5"]
 
 
 @pytest.fixture(scope="module")

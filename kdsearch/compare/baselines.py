@@ -104,6 +104,14 @@ def control_names() -> list[str]:
     return CONTROLS.names()
 
 
+def control_constraints(name: str, constraints: Constraints) -> Constraints:
+    """The constraints control ``name`` is cut under: the search's, on the unit kinds the
+    control removes."""
+    kinds = CONTROLS.meta(name)["unit_kinds"]
+    return dataclasses.replace(constraints, unit_kinds=tuple(
+        k for k in constraints.unit_kinds if k in kinds))
+
+
 def control_student(name: str, teacher: nn.Module, teacher_name: str, num_classes: int,
                     input_size: tuple[int, int, int], budget: str, constraints: Constraints,
                     out_dir: str | Path, seed: int = 0) -> dict:
@@ -113,8 +121,7 @@ def control_student(name: str, teacher: nn.Module, teacher_name: str, num_classe
     choose, meta = CONTROLS.get(name), CONTROLS.meta(name)
     out = ensure_out_dir(out_dir)
     start = time.perf_counter()
-    constraints = dataclasses.replace(constraints, unit_kinds=tuple(
-        k for k in constraints.unit_kinds if k in meta["unit_kinds"]))
+    constraints = control_constraints(name, constraints)
     topology = TopologyGraph(teacher.cpu().eval(), input_size, constraints)
     units, mac_model = topology.units, MacModel(topology.units, topology.macs_per_node)
     budget_macs = parse_budget(budget, topology.macs, _macs_of_zoo(num_classes, input_size))

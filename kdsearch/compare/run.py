@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from kdsearch.compare.baselines import control_names, control_student
+from kdsearch.compare.baselines import control_constraints, control_names, control_student
 from kdsearch.compare.plots import draw_pareto, pareto_data
 from kdsearch.compare.report import csv_text, markdown_report, plural, safe_name
 from kdsearch.compare.stats import comparison_row
@@ -352,7 +352,8 @@ def _search(setup: Setup, budget: str) -> Path:
                      setup.search, setup.constraints, seed=settings.first_seed,
                      progress=not settings.quiet, resume=True)
     run_step(run, lambda folder: search(folder).summary,
-             search_changes(setup.search, len(setup.dataset.train_labels), budget),
+             search_changes(setup.search, len(setup.dataset.train_labels), budget,
+                            setup.constraints),
              note=partial(_note, settings), label=f"search at {budget}", made="searched")
     return run
 
@@ -363,11 +364,14 @@ def _control(setup: Setup, control: str, budget: str, draw: int | None) -> Path:
     name = safe_name(f"{control}_{budget}" + ("" if draw is None else f"_draw{draw}"))
     run = setup.out / "controls" / name
     asked = {"control": control, "budget": budget, "seed": draw or 0}
+    constraints = control_constraints(control, setup.constraints)
     summary, ran = run_step(
         run, partial(control_student, control, setup.teacher, settings.teacher,
                      data.num_classes, data.input_size, budget, setup.constraints,
                      seed=draw or 0),
-        lambda summary: setting_changes(summary, asked), note=partial(_note, settings),
+        lambda summary: (setting_changes(summary, asked)
+                         + constraints.changes(summary.get("constraints"))),
+        note=partial(_note, settings),
         label=f"{control} control at {budget}", made="cut")
     if ran:
         _note(settings, f"  {summary['student']['macs'] / 1e6:.3f}M MACs "

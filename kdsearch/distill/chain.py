@@ -169,7 +169,8 @@ class Chain:
         parent = self.guides[-1]
         search_dir = self.out / f"{role}_search"
         budget = str(budget_macs)
-        changes = search_changes(search_config, len(self.dataset.train_labels), budget)
+        changes = search_changes(search_config, len(self.dataset.train_labels), budget,
+                                 constraints)
         advice = "restore the budgets and search settings or use another output directory"
         if self.dist.is_main:
             search = partial(search_student, _cpu_copy(parent.model).requires_grad_(True),

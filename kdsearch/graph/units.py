@@ -5,8 +5,10 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from itertools import takewhile
+from typing import Any
 
 import torch.fx as fx
 
@@ -54,6 +56,23 @@ class Constraints:
     def fewest(self, size: int) -> int:
         """The fewest channels a group of ``size`` channels may keep (at least 1)."""
         return min(size, max(1, self.min_channels, math.ceil(self.min_fraction * size)))
+
+    def changes(self, saved: Mapping[str, Any] | None) -> list[str]:
+        """``"constraints.NAME: saved -> now"`` for each constraint that differs from
+        ``saved`` (the ``asdict`` a summary recorded); a constraint newer than the summary
+        counts at its default, which is how that summary was made. None (a summary that
+        recorded none): no check."""
+        if saved is None:
+            return []
+        def plain(value: Any) -> Any:  # JSON keeps no tuples
+            return list(value) if isinstance(value, tuple) else value
+
+        found = []
+        for item in fields(self):
+            before, now = plain(saved.get(item.name, item.default)), plain(getattr(self, item.name))
+            if before != now:
+                found.append(f"constraints.{item.name}: {before!r} -> {now!r}")
+        return found
 
 
 @dataclass

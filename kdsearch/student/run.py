@@ -174,13 +174,16 @@ def summary_text(summary: dict) -> str:
         f"{summary['student_test_kl']:.4f} nats per test image at T=1"])
 
 
-def search_changes(config: SearchConfig, train_images: int, budget: str):
+def search_changes(config: SearchConfig, train_images: int, budget: str,
+                   constraints: Constraints):
     """The check of a finished search's ``summary.json`` against ``config`` (resolved for
-    ``train_images``) and ``budget``: the settings that differ (see :mod:`kdsearch.steps`)."""
+    ``train_images``), ``budget`` and ``constraints``: the settings that differ (see
+    :mod:`kdsearch.steps`)."""
     resolved = config.resolved(train_images)
 
     def changes(summary: dict) -> list[str]:
         found = config_changes(summary.get("config", {}), resolved)
+        found += constraints.changes(summary.get("constraints"))
         if summary.get("budget") != budget:
             found.append(f"budget: {summary.get('budget')!r} -> {budget!r}")
         return found
