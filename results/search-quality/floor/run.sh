@@ -14,8 +14,9 @@
 # a: ../state/a or ../resnet8/state/a), the teacher's evaluation from ../state/b. The draws
 # are seeded (draw k: seed k), so a recut draw is the same subgraph. State
 # committed under PAIR/state/PROTOCOL continues; finished runs are skipped.
+# FLOOR=F picks another floor (preset-F.yaml; its tables and state in PAIR-floorF/).
 # Usage (from the repository root):
-#   bash results/search-quality/floor/run.sh PAIR PROTOCOL SEEDS DRAWS [DATA_DIR] [THREADS] [JOBS]
+#   [FLOOR=F] bash results/search-quality/floor/run.sh PAIR PROTOCOL SEEDS DRAWS [DATA_DIR] [THREADS] [JOBS]
 set -euo pipefail
 usage="usage: run.sh resnet20|resnet8 a|b SEEDS DRAWS [DATA_DIR] [THREADS] [JOBS]"
 pair=${1:?$usage} protocol=${2:?$usage} seeds=${3:?$usage} draws=${4:?$usage}
@@ -33,8 +34,12 @@ case "$protocol" in
   a) schedule=(--init inherit --epochs 2 --lr 0.01 --schedule cosine) ;;
   *) echo "run.sh: PROTOCOL is a or b, not $protocol" >&2; exit 2 ;;
 esac
-here=$sq/floor/$pair
-out=runs/search-quality/floor/$pair/$protocol
+floor=${FLOOR:-0.5}
+preset=$sq/floor/preset.yaml name=$pair
+if [ "$floor" != 0.5 ]; then preset=$sq/floor/preset-$floor.yaml name=$pair-floor$floor; fi
+[ -f "$preset" ] || { echo "run.sh: no preset $preset for FLOOR=$floor" >&2; exit 2; }
+here=$sq/floor/$name
+out=runs/search-quality/floor/$name/$protocol
 hand=train/hand-designed_$pair
 if [ ! -d "$out" ]; then
   mkdir -p "$out/train"
@@ -42,12 +47,12 @@ if [ ! -d "$out" ]; then
   cp -r "$pair_state/$protocol/$hand" "$out/train/"
   if [ "$protocol" = b ]; then
     cp -r "$sq/seeds/$pair/state/$hand/." "$out/$hand/"
-  elif [ -d "runs/search-quality/floor/$pair/b/search" ]; then  # protocol b's search, draws
-    cp -r "runs/search-quality/floor/$pair/b/"{search,controls} "$out/"
+  elif [ -d "runs/search-quality/floor/$name/b/search" ]; then  # protocol b's search, draws
+    cp -r "runs/search-quality/floor/$name/b/"{search,controls} "$out/"
   elif [ -d "$here/state/b/search" ]; then  # its committed search; the draws are recut
     cp -r "$here/state/b/search" "$out/"
   else
-    echo "run.sh: run protocol b for $pair first" >&2; exit 2
+    echo "run.sh: run protocol b for $name first" >&2; exit 2
   fi
   if [ -d "$here/state/$protocol" ]; then cp -r "$here/state/$protocol/." "$out/"; fi
 fi
@@ -55,7 +60,7 @@ baselines=()
 if [ "$draws" -gt 0 ]; then baselines=(--baselines random --random-draws "$draws"); fi
 kdsearch compare --teacher resnet56 --teacher-weights results/teachers/resnet56-cifar100/teacher.pt \
   --dataset cifar100 --data-dir "$data" --no-download --subset 10000 --against "$pair" \
-  --method kd --seeds "$seeds" --search-steps 781 --preset $sq/floor/preset.yaml \
+  --method kd --seeds "$seeds" --search-steps 781 --preset "$preset" \
   "${baselines[@]}" "${schedule[@]}" --threads "$threads" --jobs "$jobs" --quiet --out "$out"
 table=$here/$protocol/seeds$seeds-draws$draws
 mkdir -p "$table"
