@@ -25,7 +25,7 @@ from kdsearch.compare import (
     spread,
     welch,
 )
-from kdsearch.compare.baselines import control_constraints
+from kdsearch.compare.baselines import control_constraints, control_student
 from kdsearch.compare.run import Candidate
 from kdsearch.errors import KdsearchError
 from kdsearch.graph.counting import count_model
@@ -300,12 +300,28 @@ def test_compare_rerun_skips_finished_work_and_continues(comparison):
 
 def test_controls_are_cut_under_the_search_constraints_on_their_own_unit_kinds():
     asked = Constraints(keep=("layer1.*",), min_channels=4, min_fraction=0.5)
-    assert control_constraints("random", asked) == asked
-    l1 = control_constraints("l1", asked)
-    assert l1.unit_kinds == ("channels",) and l1.min_fraction == 0.5 and l1.keep == asked.keep
-    # a cut control is reused only under the same constraints (compare checks the summary)
-    assert l1.changes({**dataclasses.asdict(l1), "min_fraction": 0.0}) == [
+    assert control_constraints("random", asked) == asked  # random removes blocks too
+    for name in ("l1", "uniform", "depgraph"):  # channels only: no width floor
+        cut = control_constraints(name, asked)
+        assert cut == dataclasses.replace(asked, unit_kinds=("channels",), min_fraction=0.0)
+    # a cut control is reused only under the same constraints (compare checks its summary)
+    random = control_constraints("random", asked)
+    assert random.changes({**dataclasses.asdict(random), "min_fraction": 0.0}) == [
         "constraints.min_fraction: 0.0 -> 0.5"]
+
+
+def test_channel_controls_reach_budgets_below_the_width_floor(tmp_path):
+    """resnet20 at 0.15x with a floor of 0.5: channels alone cannot get there under the
+    floor (about 0.25x), so l1 and uniform are cut without it; random keeps the floor and
+    removes blocks."""
+    teacher = build_model("resnet20", 100)
+    floor = Constraints(keep_stem=False, min_fraction=0.5)
+    for name in ("l1", "uniform", "random"):
+        summary = control_student(name, teacher, "resnet20", 100, (3, 32, 32), "0.15x",
+                                  floor, tmp_path / name)
+        assert summary["budget_fraction"] <= 1.0
+        assert summary["constraints"]["min_fraction"] == (0.5 if name == "random" else 0.0)
+    assert summary["blocks_removed"]  # random, under the floor: blocks had to go
 
 
 def test_compare_warns_without_teacher_weights(tmp_path, capsys):

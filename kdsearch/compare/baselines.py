@@ -106,9 +106,14 @@ def control_names() -> list[str]:
 
 def control_constraints(name: str, constraints: Constraints) -> Constraints:
     """The constraints control ``name`` is cut under: the search's, on the unit kinds the
-    control removes."""
+    control removes. A control that removes no blocks (l1, uniform, depgraph) is cut
+    without the width floor (``min_fraction``): the floor makes a search remove blocks
+    rather than thin every layer, a choice such a control does not have; under it,
+    channels alone could not reach budgets below about the floor squared of the teacher's
+    MACs (a quarter at 0.5)."""
     kinds = CONTROLS.meta(name)["unit_kinds"]
-    return dataclasses.replace(constraints, unit_kinds=tuple(
+    floor = constraints.min_fraction if "blocks" in kinds else 0.0
+    return dataclasses.replace(constraints, min_fraction=floor, unit_kinds=tuple(
         k for k in constraints.unit_kinds if k in kinds))
 
 

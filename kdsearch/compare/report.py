@@ -136,7 +136,8 @@ def _controls_text(settings) -> str:
         return ""
     items = [CONTROLS[name].format(draws=settings.random_draws) for name in settings.baselines]
     return ("\n- **Controls** at the same budget, cut from the teacher with the search's units "
-            "and constraints, counted by the same MAC counter: " + "; ".join(items) + ".")
+            "and constraints (those that remove no blocks without its width floor), counted "
+            "by the same MAC counter: " + "; ".join(items) + ".")
 
 
 def _given_text(settings) -> str:
