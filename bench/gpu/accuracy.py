@@ -38,15 +38,19 @@ HAND = "resnet20"
 def candidates(state: Path) -> list[dict]:
     """The protocol's students: hand-designed, searched, the controls (by folder), then the
     depth-only search and its random depth allocations when ``state``'s sibling ``depth``
-    holds them (results/search-quality/state/depth, and draws 3-4 in depth-random/state).
-    ``cpu_runs``: each one's CPU runs with the fair initialisation (for the depth-only
-    candidates those of results/search-quality/seeds/depth and depth-random)."""
+    holds them (results/search-quality/state/depth, and draws 3-4 in depth-random/state),
+    then the width-floor search (the default since the seventh session) and its random
+    draws (results/search-quality/floor/resnet20/state/b). ``cpu_runs``: each one's CPU
+    runs with the fair initialisation (for the depth-only candidates those of
+    results/search-quality/seeds/depth and depth-random)."""
     results = state.parent.parent
     depth = [state.parent / "depth", results / "depth-random/state"]
     depth_runs = [results / "seeds/depth/state/train", results / "depth-random/state/train"]
+    floor = results / "floor/resnet20/state/b"
     found = [{"kind": "hand-designed", "folder": f"hand-designed_{HAND}", "model": HAND,
               "runs": [state / "train"]}]
-    for prefix, specs, runs in (("", [state], [state / "train"]), ("depth-", depth, depth_runs)):
+    for prefix, specs, runs in (("", [state], [state / "train"]), ("depth-", depth, depth_runs),
+                                ("floor-", [floor], [floor / "train"])):
         if not (specs[0] / "search/like_resnet20/student.json").is_file():
             continue
         found.append({"kind": f"{prefix}searched", "folder": "searched_like_resnet20",
@@ -61,8 +65,9 @@ def candidates(state: Path) -> list[dict]:
         summaries = sorted(path for folder in candidate.pop("runs")
                            for path in (folder / candidate["folder"]).glob("seed*/summary.json"))
         candidate["cpu_runs"] = [json.loads(path.read_text()) for path in summaries]
-        if candidate["kind"].startswith("depth-"):
-            candidate["folder"] = "depth_" + candidate["folder"]  # its own training folder
+        for prefix in ("depth-", "floor-"):
+            if candidate["kind"].startswith(prefix):  # its own training folder
+                candidate["folder"] = prefix[:-1] + "_" + candidate["folder"]
     return found
 
 
@@ -174,7 +179,7 @@ def finish(report: dict, students: list[dict], seconds: float) -> dict:
             report["cpu_rows"].append(comparison_row(
                 candidate["kind"], candidate["folder"], "like:resnet20", candidate["cpu_runs"],
                 HAND, students[0]["cpu_runs"]))
-    for prefix in ("", "depth-"):  # the search against its own random controls
+    for prefix in ("", "depth-", "floor-"):  # each search against its own random controls
         searched = [r["best_test_acc"] for r in report["runs"]
                     if r["kind"] == f"{prefix}searched"]
         random = [r["best_test_acc"] for r in report["runs"] if r["kind"] == f"{prefix}random"]

@@ -20,6 +20,7 @@ teacher=results/teachers/resnet56-cifar100/teacher.pt
 common=(--teacher resnet56 --teacher-weights "$teacher" --dataset cifar100 --data-dir "$data"
         --no-download --subset 10000 --against resnet20 --method kd --seeds 2
         --baselines l1,random,uniform,depgraph --random-draws 5 --search-steps 781
+        --preset results/search-quality/preset.yaml  # the default until the width floor
         --threads "$threads" --jobs "$jobs" --quiet)
 # a run carried over from an earlier session (state/, committed: finished runs' summaries and
 # the checkpoints of unfinished ones) continues where it stopped

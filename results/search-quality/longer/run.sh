@@ -19,7 +19,8 @@ if [ ! -d "$out" ]; then
 fi
 kdsearch compare --teacher resnet56 --teacher-weights results/teachers/resnet56-cifar100/teacher.pt \
   --dataset cifar100 --data-dir "$data" --no-download --subset 10000 --against resnet20 \
-  --method kd --seeds 2 --search-steps 781 --init fresh --epochs "$epochs" --lr 0.05 \
+  --method kd --seeds 2 --search-steps 781 --preset results/search-quality/preset.yaml \
+  --init fresh --epochs "$epochs" --lr 0.05 \
   --schedule cosine --threads "$threads" --jobs "$jobs" --quiet --out "$out"
 mkdir -p "$here/$epochs"
 cp "$out"/comparison.{md,csv,png} "$here/$epochs/"

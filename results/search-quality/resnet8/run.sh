@@ -18,7 +18,8 @@ out=runs/search-quality/resnet8
 common=(--teacher resnet56 --teacher-weights results/teachers/resnet56-cifar100/teacher.pt
         --dataset cifar100 --data-dir "$data" --no-download --subset 10000 --against resnet8
         --method kd --seeds 2 --baselines l1,random,uniform,depgraph --random-draws 5
-        --search-steps 781 --threads "$threads" --jobs "$jobs" --quiet)
+        --search-steps 781 --preset results/search-quality/preset.yaml  # no width floor
+        --threads "$threads" --jobs "$jobs" --quiet)
 for protocol in a b; do
   if [ -d "$here/state/$protocol" ] && [ ! -d "$out/$protocol" ]; then
     mkdir -p "$out" && cp -r "$here/state/$protocol" "$out/$protocol"

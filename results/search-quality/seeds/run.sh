@@ -16,7 +16,7 @@ seeds=${2:?usage: run.sh resnet20|resnet8|depth SEEDS [DATA_DIR] [THREADS] [JOBS
 data=${3:-../shared/data}
 threads=${4:-1}
 jobs=${5:-1}
-hand=$pair preset=()
+hand=$pair preset=(--preset results/search-quality/preset.yaml)  # no width floor
 case "$pair" in
   resnet20) state=results/search-quality/state/b ;;
   resnet8) state=results/search-quality/resnet8/state/b ;;
