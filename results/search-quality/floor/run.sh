@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The default search with a width floor (preset.yaml: search_spaces/resnet_cifar.yaml plus
-# min_fraction 0.5, every channel group keeps at least half its channels): resnet56
+# The search with a width floor (preset.yaml: min_fraction 0.5, every channel group keeps
+# at least half its channels; the resnet_cifar default since the seventh session): resnet56
 # (results/teachers/resnet56-cifar100) searched at the MACs of PAIR (resnet20 or resnet8),
 # against the hand-designed PAIR and DRAWS random subgraphs under the same constraints
 # (0: none), the schedules of ../run.sh:
@@ -9,6 +9,8 @@
 #   PROTOCOL a: from the weights each kept (student.pt), KD fine-tune 2 epochs, cosine lr
 #               from 0.01 (the hand-designed student has none: fresh); run b first, a
 #               reuses its search and draws.
+# With DRAWS > 0 the table also holds L1, uniform and DepGraph (cut without the floor, as
+# compare cuts controls that remove no blocks: the pair's own cuts and runs, carried in).
 # The hand-designed student's runs are carried in from the protocol's own tables
 # (b: ../state/b or ../resnet8/state/b, and ../seeds/PAIR/state for seeds 2-4;
 # a: ../state/a or ../resnet8/state/a), the teacher's evaluation from ../state/b. The draws
@@ -57,7 +59,17 @@ if [ ! -d "$out" ]; then
   if [ -d "$here/state/$protocol" ]; then cp -r "$here/state/$protocol/." "$out/"; fi
 fi
 baselines=()
-if [ "$draws" -gt 0 ]; then baselines=(--baselines random --random-draws "$draws"); fi
+if [ "$draws" -gt 0 ]; then
+  # l1, uniform and depgraph remove no blocks, so compare cuts them without the floor:
+  # the same cuts as the pair's own table, whose cuts and trainings (seeds 0-1) carry over
+  baselines=(--baselines l1,random,uniform,depgraph --random-draws "$draws")
+  for control in l1 uniform depgraph; do
+    cut=${control}_like_$pair
+    [ -e "$out/controls/$cut" ] || { mkdir -p "$out/controls"
+      cp -r "$pair_state/b/controls/$cut" "$out/controls/"; }
+    [ -e "$out/train/$cut" ] || cp -r "$pair_state/$protocol/train/$cut" "$out/train/"
+  done
+fi
 kdsearch compare --teacher resnet56 --teacher-weights results/teachers/resnet56-cifar100/teacher.pt \
   --dataset cifar100 --data-dir "$data" --no-download --subset 10000 --against "$pair" \
   --method kd --seeds "$seeds" --search-steps 781 --preset "$preset" \
