@@ -9,8 +9,9 @@
 #   PROTOCOL a: from the weights each kept (student.pt), KD fine-tune 2 epochs, cosine lr
 #               from 0.01 (the hand-designed student has none: fresh); run b first, a
 #               reuses its search and draws.
-# With DRAWS > 0 the table also holds L1, uniform and DepGraph (cut without the floor, as
-# compare cuts controls that remove no blocks: the pair's own cuts and runs, carried in).
+# With DRAWS > 0 and SEEDS <= 2 the table also holds L1, uniform and DepGraph (cut without
+# the floor, as compare cuts controls that remove no blocks: the pair's own cuts and their
+# runs of seeds 0-1, carried in; more seeds train only the search and the random draws).
 # The hand-designed student's runs are carried in from the protocol's own tables
 # (b: ../state/b or ../resnet8/state/b, and ../seeds/PAIR/state for seeds 2-4;
 # a: ../state/a or ../resnet8/state/a), the teacher's evaluation from ../state/b. The draws
@@ -59,7 +60,9 @@ if [ ! -d "$out" ]; then
   if [ -d "$here/state/$protocol" ]; then cp -r "$here/state/$protocol/." "$out/"; fi
 fi
 baselines=()
-if [ "$draws" -gt 0 ]; then
+if [ "$draws" -gt 0 ] && [ "$seeds" -gt 2 ]; then
+  baselines=(--baselines random --random-draws "$draws")
+elif [ "$draws" -gt 0 ]; then
   # l1, uniform and depgraph remove no blocks, so compare cuts them without the floor:
   # the same cuts as the pair's own table, whose cuts and trainings (seeds 0-1) carry over
   baselines=(--baselines l1,random,uniform,depgraph --random-draws "$draws")
