@@ -64,6 +64,7 @@ class Constraints:
         recorded none): no check."""
         if saved is None:
             return []
+
         def plain(value: Any) -> Any:  # JSON keeps no tuples
             return list(value) if isinstance(value, tuple) else value
 
