@@ -103,7 +103,7 @@ def test_constraints_name_what_differs_from_a_summary():
     assert Constraints(keep=("layer1.*",)).changes(saved) == []
     assert Constraints(keep=("layer1.*",), min_fraction=0.5).changes(saved) == [
         "constraints.min_fraction: 0.0 -> 0.5"]
-    assert Constraints().changes(saved) == ["constraints.keep: ['layer1.*'] -> []"]
+    assert Constraints().changes(saved) == ["constraints.keep: ('layer1.*',) -> ()"]
     del saved["min_fraction"]  # a summary older than the width floor: made without one
     assert Constraints(keep=("layer1.*",)).changes(saved) == []
     assert Constraints().changes(None) == []

@@ -6,7 +6,7 @@ import fnmatch
 import math
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from itertools import takewhile
 from typing import Any
 
@@ -15,6 +15,7 @@ import torch.fx as fx
 from kdsearch.errors import KdsearchError
 from kdsearch.graph.blocks import ResidualBranch, find_residual_branches
 from kdsearch.graph.channels import ChannelRecords, Layout, analyse_channels
+from kdsearch.steps import setting_changes
 
 UNIT_KINDS = ("channels", "blocks")
 
@@ -64,16 +65,8 @@ class Constraints:
         recorded none): no check."""
         if saved is None:
             return []
-
-        def plain(value: Any) -> Any:  # JSON keeps no tuples
-            return list(value) if isinstance(value, tuple) else value
-
-        found = []
-        for item in fields(self):
-            before, now = plain(saved.get(item.name, item.default)), plain(getattr(self, item.name))
-            if before != now:
-                found.append(f"constraints.{item.name}: {before!r} -> {now!r}")
-        return found
+        recorded = {**asdict(Constraints()), **saved}
+        return [f"constraints.{change}" for change in setting_changes(recorded, asdict(self))]
 
 
 @dataclass
