@@ -37,9 +37,18 @@ def setting_changes(saved: Mapping[str, Any], now: Mapping[str, Any],
 
 def config_changes(saved: Mapping[str, Any], config: Any) -> list[str]:
     """:func:`setting_changes` of a config dataclass against its recorded ``asdict``; the
-    dataclass names what may change in its ``RESUMABLE`` class attribute."""
+    dataclass names what may change in its ``RESUMABLE`` class attribute. A setting newer
+    than the record counts at its default (the record was made before it existed)."""
     now = config.as_dict() if hasattr(config, "as_dict") else dataclasses.asdict(config)
+    defaults = {f.name: _default(f) for f in dataclasses.fields(config)}
+    saved = {**{name: value for name, value in defaults.items() if name not in saved}, **saved}
     return setting_changes(saved, now, getattr(type(config), "RESUMABLE", ()))
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None if field.default is dataclasses.MISSING else field.default
 
 
 def finished_step(folder: Path, changes: Callable[[dict[str, Any]], list[str]], *,

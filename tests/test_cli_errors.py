@@ -101,7 +101,7 @@ def files(tmp_path_factory) -> Path:
     (d / "tune_unknown.yaml").write_text("base: {dataset: digits}\nparams: {}\nfoo: 1\n")
     (d / "tune_type.yaml").write_text(
         "base: {dataset: digits, teacher: {model: digits_resnet14}, search: {budgets: [0.3x]},"
-        " distill: {method: kd}}\nparams:\n  search.lambda_init: {type: float, low: high}\n")
+        " distill: {method: kd}}\nparams:\n  search.options.decay: {type: float, low: high}\n")
     (d / "cut_run").mkdir()
     (d / "cut_run" / "checkpoint.pt").write_bytes((d / "truncated.pt").read_bytes())
     (d / "foreign_search").mkdir()
@@ -176,7 +176,7 @@ CASES = {
     "tune config unknown key": (["tune", "--config", "{d}/tune_unknown.yaml", "--trials", "1"],
                                 "unknown key 'foo'"),
     "tune config wrong type": (["tune", "--config", "{d}/tune_type.yaml", "--trials", "1"],
-                               "lambda_init.low: expected a number"),
+                               "decay.low: expected a number"),
     "stages not a list": ([*TRAIN, "--stages", "{d}/stages_map.yaml"], "non-empty list"),
     # methods and training settings
     "unknown method option": ([*TRAIN, "--option", "bogus=1"], "method 'kd': unknown option"),

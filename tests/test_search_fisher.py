@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import scipy.stats
 import torch
 
@@ -22,7 +21,7 @@ def fisher_search(teacher, dataset, **options) -> GatedSearch:
     config = SearchConfig(steps=10**6, amp=False, channels_last=False, **options)
     search = GatedSearch(build_gated(topology.gm, topology.units), teacher,
                          MacModel(topology.units, topology.macs_per_node), 1, config,
-                         units=topology.units, constraints=constraints)
+                         topology.units, constraints)
     search.gated.eval()
     return search
 
@@ -34,8 +33,8 @@ def test_fisher_scores_rank_units_by_the_kl_their_removal_costs(one_thread):
     torch.manual_seed(0)
     dataset = load_dataset("digits")
     teacher = resolve_model("digits_resnet8", dataset.num_classes, dataset.input_size).model
-    search = fisher_search(teacher.eval(), dataset, train_weights=False, prune_every=10**6,
-                           fisher_decay=0.98)
+    search = fisher_search(teacher.eval(), dataset, train_weights=False,
+                           options={"every": 10**6, "decay": 0.98})
     batches = dataset_batches(dataset, "train", 64, "cpu", seed=0)
     step = 0
     for epoch in range(4):
@@ -53,7 +52,7 @@ def test_fisher_scores_rank_units_by_the_kl_their_removal_costs(one_thread):
                 gate[j] = 0
                 measured.append(float(kl_to_teacher(search.gated(images), teacher_logits, 4.0)))
                 gate[j] = 1
-                predicted.append(float(search.fisher.values[uid][j]))
+                predicted.append(float(search.selector.fisher.values[uid][j]))
     assert len(predicted) > 100
     assert scipy.stats.spearmanr(predicted, measured).statistic > 0.9
 
@@ -62,7 +61,7 @@ def test_fisher_search_meets_the_falling_target_with_channels_and_keeps_gates_bi
     torch.manual_seed(0)
     dataset = load_dataset("digits")
     teacher = resolve_model("digits_resnet8", dataset.num_classes, dataset.input_size).model
-    search = fisher_search(teacher.eval(), dataset, prune_every=2)
+    search = fisher_search(teacher.eval(), dataset, options={"every": 2})
     search.budget = search.mac_model.full // 2
     search.config.steps = 40
     states = search.run(dataset_batches(dataset, "train", 64, "cpu", seed=0), progress=False,
@@ -74,28 +73,3 @@ def test_fisher_search_meets_the_falling_target_with_channels_and_keeps_gates_bi
     removed_channels = sum(int((g == 0).sum()) for uid, g in gates.items()
                            if uid in search.mac_model.sizes)
     assert removed_channels > 0
-
-
-@pytest.mark.parametrize("options, message", [
-    ({"selector": "l0"}, "selector must be one of fisher, l1"),
-    ({"prune_every": 0}, "prune_every must be >= 1"),
-])
-def test_bad_selector_settings_are_clear_errors(options, message):
-    with pytest.raises(Exception, match=message):
-        SearchConfig(**options)
-
-
-def test_the_l1_selector_shrinks_gates_and_adapts_lambda(one_thread):
-    """The paper's selector stays available (``selector: l1``): proximal steps shrink the
-    gates below 1 and lambda moves with the live MACs."""
-    torch.manual_seed(0)
-    dataset = load_dataset("digits")
-    teacher = resolve_model("digits_resnet8", dataset.num_classes, dataset.input_size).model
-    search = fisher_search(teacher.eval(), dataset, selector="l1", lr=0.01)
-    search.budget = search.mac_model.full // 2
-    search.config.steps = 40
-    states = search.run(dataset_batches(dataset, "train", 64, "cpu", seed=0), progress=False,
-                        end=10)
-    gates = gate_bank(search.gated).gates
-    assert all(float(g.detach().max()) < 1 for g in gates.values())
-    assert states[-1].lam != search.config.lambda_init and states[-1].penalty > 0

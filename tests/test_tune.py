@@ -17,7 +17,7 @@ from kdsearch.tune import check_space, load_space
 BASE = {"dataset": "digits", "teacher": {"model": "digits_resnet14", "train": {"epochs": 1}},
         "search": {"budgets": ["0.5x"], "steps": 3}, "distill": {"method": "kd", "epochs": 1},
         "device": "cpu"}
-PARAMS = {"search.lambda_init": {"type": "float", "low": 0.05, "high": 0.5, "log": True},
+PARAMS = {"search.options.decay": {"type": "float", "low": 0.5, "high": 0.95},
           "distill.options.temperature": {"type": "float", "low": 1, "high": 8},
           "budget": {"type": "categorical", "choices": ["0.3x", "0.5x"]}}
 
@@ -53,9 +53,9 @@ def test_the_shipped_digits_space_is_valid():
     ({"trials": 3}, "unknown key 'trials'"),
     ({"objectives": ["macs"]}, "objectives: expected [accuracy]"),
     ({"base": {**BASE, "distil": {}}}, "base: unknown key 'distil'"),
-    ({"params": {"search.lambda_init": {"type": "float", "low": 1, "high": 0.5}}},
-     "params.search.lambda_init: need low < high"),
-    ({"params": {"search.lambda_init": {"type": "float", "low": 0.1, "high": 1, "lg": True}}},
+    ({"params": {"search.options.decay": {"type": "float", "low": 1, "high": 0.5}}},
+     "params.search.options.decay: need low < high"),
+    ({"params": {"search.options.decay": {"type": "float", "low": 0.1, "high": 1, "lg": True}}},
      "unknown key 'lg' for a float parameter"),
     ({"params": {"search.lamda": {"type": "float", "low": 0.1, "high": 1}}},
      "params.search.lamda = 0.1: config: search: unknown key 'lamda'"),

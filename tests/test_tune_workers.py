@@ -20,7 +20,7 @@ optuna = pytest.importorskip("optuna")
 BASE = {"dataset": "digits", "teacher": {"model": "digits_resnet14", "train": {"epochs": 1}},
         "search": {"budgets": ["0.5x"], "steps": 3}, "distill": {"method": "kd", "epochs": 1},
         "device": "cpu"}
-PARAMS = {"search.lambda_init": {"type": "float", "low": 0.05, "high": 0.5, "log": True},
+PARAMS = {"search.options.decay": {"type": "float", "low": 0.5, "high": 0.95},
           "distill.options.temperature": {"type": "float", "low": 1, "high": 8}}
 ROOT = Path(__file__).resolve().parents[1]
 

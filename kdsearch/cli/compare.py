@@ -83,6 +83,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="search steps per budget (default: the preset's)")
     parser.add_argument("--preset", help="search preset: family name or YAML path "
                                          "(default: chosen by the teacher's family)")
+    parser.add_argument("--selector", metavar="NAME",
+                        help="the search's selector: l1 or fisher (default: the preset's)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     add_numerics_args(parser)
     parser.add_argument("--jobs", type=positive_int, default=1, metavar="N",
@@ -106,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         baselines=args.baselines, random_draws=args.random_draws, init=args.init,
         students=args.students,
         jobs=args.jobs, amp=args.amp, channels_last=args.channels_last,
-        search_steps=args.search_steps, preset=args.preset, device=args.device,
+        search_steps=args.search_steps, selector=args.selector, preset=args.preset,
+        device=args.device,
         quiet=args.quiet, data_options=data_options(args))
     run_comparison(settings, args.out)
     return 0

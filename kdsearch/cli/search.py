@@ -18,18 +18,20 @@ from kdsearch.cli.registry import register_command
 
 DESCRIPTION = """\
 Search a student inside the teacher: gates on every channel and residual block of a copy
-trained to stay close to the teacher (KL); units are removed progressively, least KL per
-MAC first (by each gate's Fisher information; the preset's `selector: l1` runs the
-L1-penalty search instead) as the MACs follow a target falling to the budget over the
-first half of the steps; after 3/4 of the steps a ranking lands the
-student at the MAC budget (MACs of conv, linear and matmul per sample, within [97%, 100%]
-of the budget) and fixes it, and the last 1/4 settles the kept weights, so that
-student.pt works before any retraining (its test accuracy is printed).
+trained to stay close to the teacher (KL) while the MACs of the live gates follow a target
+falling to the budget over the first half of the steps. The selector decides which units
+go (--selector): `l1` drives gates to exact zeros with an L1 penalty preconditioned by each
+gate's Fisher information, lambda set from the MAC target; `fisher` removes units
+progressively, least Fisher information per MAC first. After 3/4 of the steps the gates'
+own answer is the student when it lies within [97%, 100%] of the budget (MACs of conv,
+linear and matmul per sample), else a ranking lands it there; the last 1/4 settles the kept
+weights, so that student.pt works before any retraining (its test accuracy is printed).
 
 Writes to --out: summary.json (teacher/student MACs and params, budget, what was removed,
 the gates' own answer before the ranking, student.pt's and the teacher's test accuracy,
 search time and cost), student.json (architecture spec), student.pt (weights), graph.json
-(teacher topology with units), search_log.jsonl (step, KL, penalty, live MACs).
+(teacher topology with units), search_log.jsonl (step, KL, live and target MACs, the
+selector's numbers).
 
 search_checkpoint.pt is written every --checkpoint-every steps; SIGINT/SIGTERM writes it and
 exits with code 130; run the same command with --resume to continue (the result is the same
@@ -60,6 +62,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channel-multiple", type=positive_int,
                         help="round kept channels to a multiple of N (default: preset)")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument("--selector", metavar="NAME",
+                        help="what decides which units go: l1 or fisher (default: the "
+                             "preset's; another selector than the preset's starts from its "
+                             "own default options)")
     parser.add_argument("--freeze-weights", action="store_true",
                         help="move only the gates while selecting (the weights train only "
                              "in the settling steps)")
@@ -95,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
                             weights=args.teacher_weights).model
     warn_untrained_teacher(args.teacher, args.teacher_weights)
     constraints, config = load_preset(args.preset or family_of(args.teacher))
-    overrides = {"steps": args.steps, "epochs": 0.0 if args.steps else None,
+    overrides = {"selector": args.selector,
+                 "options": {} if args.selector not in (None, config.selector) else None,
+                 "steps": args.steps, "epochs": 0.0 if args.steps else None,
                  "device": args.device,
                  "checkpoint_every": args.checkpoint_every,
                  "train_weights": False if args.freeze_weights else None,

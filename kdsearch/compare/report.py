@@ -42,7 +42,7 @@ WHAT_IS_COMPARED = """\
   trained by kdsearch, its last epoch).
 - **Students**: each hand-designed student, and a student searched inside the teacher at its
   MAC budget (`like:NAME`; one search per budget: seed {first_seed}, {search_steps},
-  preset {preset}).{controls}{given}
+  preset {preset}, selector {selector}).{controls}{given}
 - **Training**, identical for every student: {init}, method {method},
   {epochs}, SGD {schedule}, batch {batch_size}, on {device}; the same seeds ({seeds}) for
   every student (a seed sets the initialisation, the batch order and the augmentation).
@@ -104,6 +104,7 @@ def _what_is_compared(setup: Setup) -> str:
         teacher_macs=f"{teacher['macs'] / 1e6:.3f}M", teacher_params=_count(teacher["params"]),
         teacher_acc=teacher["acc"], first_seed=settings.first_seed,
         search_steps=setup.search.length_text(), preset=setup.preset,
+        selector=setup.search.selector,
         controls=_controls_text(settings), given=_given_text(settings),
         init=INIT_TEXT[settings.init],
         method=settings.method,

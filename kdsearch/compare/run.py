@@ -24,6 +24,7 @@ with the first hand-designed student.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -82,6 +83,7 @@ class Comparison:
     # weights they kept; the search's after its settling steps), hand-designed ones fresh
     init: str = "fresh"
     search_steps: int | None = None  # None: the preset's
+    selector: str | None = None  # None: the preset's (another starts from its own options)
     preset: str | None = None  # None: chosen by the teacher's family
     data_options: dict = field(default_factory=dict)  # load_dataset's: data_dir, subset ...
     device: str = "auto"
@@ -239,6 +241,8 @@ def _setup(settings: Comparison, out: Path) -> Setup:
     search.channels_last = search.channels_last and settings.channels_last
     if settings.search_steps:
         search.steps, search.epochs = settings.search_steps, 0.0
+    if settings.selector not in (None, search.selector):
+        search = dataclasses.replace(search, selector=settings.selector, options={})
     given = {"lr": settings.lr, "batch_size": settings.batch_size}
     train = TrainConfig(epochs=settings.epochs, device=device, schedule=settings.schedule,
                         amp=settings.amp, channels_last=settings.channels_last,

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from kdsearch.errors import KdsearchError
-
-SELECTORS = ("fisher", "l1")
+from kdsearch.search.selectors import selector_options
 
 
 @dataclass
@@ -23,35 +22,27 @@ class SearchConfig:
     epochs: float = 1.0
     batch_size: int = 64
     temperature: float = 4.0  # KL(teacher || gated) at this temperature, times T^2
-    # how units are chosen while selecting: "fisher" (kdsearch.search.fisher: units removed
-    # progressively in order of least Fisher information per MAC, gates held at 0/1) or "l1"
-    # (the L1-proximal gates below, lambda following the MACs)
+    # what decides which units go (kdsearch.search.selectors): "l1" (L1-sparse gates,
+    # preconditioned by their Fisher information, lambda set from the MAC target) or
+    # "fisher" (units removed progressively, least Fisher information per MAC first)
     selector: str = "fisher"
-    prune_every: int = 5  # fisher: steps between removals (the network adapts in between)
-    fisher_decay: float = 0.9  # fisher: moving-average factor of the per-step estimates
+    # the selector's own settings (its Options: l1 step, decay, margin, damping; fisher
+    # every, decay); a key the selector does not read is refused
+    options: dict[str, Any] = field(default_factory=dict)
     # SGD (momentum 0.9) on the network weights; with BatchNorm frozen a trained CIFAR
     # resnet56 diverged within 5 steps at 0.01 (KL 0 -> 20), not at 0.001
     lr: float = 0.001
-    weight_decay: float = 5e-4  # the l1 * ||w||^2 term of the objective
-    gate_lr: float = 0.05  # plain SGD on the gates, then the soft-threshold (proximal) step
-    lambda_init: float = 0.1  # weight of the L1 gate penalty, adapted every step
-    lambda_rate: float = 0.05  # lambda *= 1 + rate while live MACs are above the target
+    weight_decay: float = 5e-4
+    # no step moves a weight tensor by more than this fraction of its norm (before
+    # momentum): a trained resnet56's steps stay below 3e-4 of it, an untrained teacher's
+    # huge logits grew them past 1 and the search diverged
+    max_update: float = 1e-2
     ramp: float = 0.5  # the live-MAC target falls linearly to the budget over this fraction
     # the last fraction of the steps: the selection is fixed (pruned gates held at zero) and
     # the weights and kept gates train on the KL alone, so the gated network is the student
     settle: float = 0.25
-    max_shrink: float = 0.1  # cap on one proximal step per gate: no unit dies in one step
-    # the shrink of a gate below (above) the mean of the live gates is (1 + p) ((1 - p)) times
-    # the L1 step: a polarising term (PolarizationPruning, NeurIPS 2020) that separates the
-    # gates instead of letting them all fall together
-    polarize: float = 0.5
-    # while selecting, move each gate's scale back from the weights that read it into the
-    # gate after every step (kdsearch.search.scale): shrinking gates cannot hide in growing
-    # weights
-    transfer_scale: bool = False
     train_weights: bool = True  # False: only the gates move while selecting (weights frozen)
     ce_weight: float = 0.0  # 0: the teacher alone drives the search (unlabeled data is fine)
-    cost_refresh: int = 10  # steps between recomputing each gate's MAC cost
     log_every: int = 1
     checkpoint_every: int = 50  # steps between search_checkpoint.pt writes (and at the end)
     device: str = "auto"
@@ -64,18 +55,19 @@ class SearchConfig:
         if self.steps < 0 or (self.steps == 0 and not self.epochs > 0):
             raise KdsearchError(f"the search needs steps > 0 or epochs > 0, not steps "
                                 f"{self.steps} and epochs {self.epochs}")
-        if self.selector not in SELECTORS:
-            raise KdsearchError(f"selector must be one of {', '.join(SELECTORS)}, not "
-                                f"{self.selector!r}")
-        if self.prune_every < 1 or not 0 <= self.fisher_decay < 1:
-            raise KdsearchError(f"prune_every must be >= 1 and fisher_decay in [0, 1), not "
-                                f"{self.prune_every} and {self.fisher_decay}")
+        self.selector_options()  # an unknown selector or option: a clear error
+        if not self.max_update > 0:
+            raise KdsearchError(f"max_update must be > 0, not {self.max_update}")
         if not 0 <= self.settle < 1:
             raise KdsearchError(f"settle is a fraction of the steps in [0, 1), not {self.settle}")
         if not 0 < self.ramp <= 1 - self.settle:
             raise KdsearchError(f"ramp must be in (0, 1 - settle] = (0, {1 - self.settle:g}], "
                                 f"not {self.ramp} (the target reaches the budget before the "
                                 "selection is fixed)")
+
+    def selector_options(self) -> Any:
+        """The selector's ``Options`` with ``options`` set (checked)."""
+        return selector_options(self.selector, self.options)
 
     def resolved(self, train_images: int) -> SearchConfig:
         """This config with ``steps`` set: from ``epochs`` of ``train_images`` when 0."""

@@ -100,21 +100,25 @@ def _rank(gates: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
 def select_to_budget(units: Units, model: MacModel, gates: dict[str, torch.Tensor],
                      budget: int, constraints: Constraints,
                      last_alive: dict[str, torch.Tensor] | None = None,
-                     per_mac: bool = True) -> tuple[Selection, SelectionReport]:
+                     per_mac: bool = True,
+                     keep_landed: bool = False) -> tuple[Selection, SelectionReport]:
     """Kept channels and removed blocks with MACs <= budget, as close to it as units allow.
 
-    ``per_mac=False`` ranks by gate value alone (a global magnitude ranking).
+    ``per_mac=False`` ranks by gate value alone (a global magnitude ranking);
+    ``keep_landed``: the gates' own answer, untouched, when it lies within [97%, 100%] of
+    the budget.
     """
     state = _State(units, model, gates, constraints, last_alive, per_mac)
     report = SelectionReport(macs=0, budget=budget, from_gates_macs=state.macs())
     macs = report.from_gates_macs
+    landed = keep_landed and LANDING * budget <= macs <= budget
     while macs > budget:
         move = _cheapest_removal(state)
         if move is None:
             break
         report.removed_by_rank.append(move)
         macs = state.macs()
-    macs = _fill(state, budget, report)
+    macs = macs if landed else _fill(state, budget, report)
     if macs < LANDING * budget:
         macs = _swap_blocks_for_channels(state, budget, report, macs)
     report.macs = macs

@@ -106,7 +106,7 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
     numerics = Numerics.for_device(device, config.amp, config.channels_last)
     gated = numerics.place(build_gated(topology.gm, units).to(device))
     search = GatedSearch(gated, numerics.place(teacher.to(device)), mac_model, budget_macs,
-                         config, numerics, units, constraints)
+                         config, units, constraints, numerics)
     batches = dataset_batches(dataset, "train", config.batch_size, device, seed=seed,
                               channels_last=numerics.channels_last)
     log_path = out / "search_log.jsonl"
@@ -128,10 +128,11 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
         if done < config.select_steps:
             run(start=done, end=config.select_steps)
         if search.selected is None:
-            # the penalty already weighs every gate by its MACs: the gates rank by value alone
+            # the gates' own answer; only where it misses [97%, 100%] of the budget do
+            # units go or come back by gate value (removed_by_rank, restored_by_rank)
             selection, report = select_to_budget(units, mac_model, dict(bank.gates),
                                                  budget_macs, constraints, search.last_alive,
-                                                 per_mac=False)
+                                                 per_mac=False, keep_landed=True)
             search.freeze(kept_mask(bank.gates, selection), selection_record(selection, report))
         run(start=max(done, config.select_steps))
     selection, report = selection_from_record(search.selected)
@@ -199,11 +200,12 @@ def search_cost(config: SearchConfig, train_images: int, teacher_macs: int,
     """The search's length in epochs of the training split, and its compute as a fraction
     of one retraining of the student with KD on the 240-epoch recipe, counting a backward
     pass as two forwards: a search image costs the teacher's forward plus the gated
-    network's forward and backward (4 teacher forwards; the fisher selector's second
-    backward while selecting adds 2), a retraining image the teacher's forward plus the
-    student's forward and backward. The gated network is counted at the teacher's size."""
+    network's forward and backward (4 teacher forwards; the selector's second backward
+    while selecting, for the Fisher information, adds 2), a retraining image the teacher's
+    forward plus the student's forward and backward. The gated network is counted at the
+    teacher's size."""
     images = config.steps * config.batch_size
-    fisher_images = config.select_steps * config.batch_size if config.selector == "fisher" else 0
+    fisher_images = config.select_steps * config.batch_size
     search = (images * 4 + fisher_images * 2) * teacher_macs
     retrain = RECIPE_EPOCHS * train_images * (teacher_macs + 3 * student_macs)
     return {"images": images, "epochs": round(images / max(train_images, 1), 3),
@@ -283,8 +285,10 @@ def _summary(train_images, teacher, topology, units, selection, report, counted,
         "search_cost": search_cost(config, train_images, topology.macs, counted.macs),
         "search": {"steps": config.steps, "selector": config.selector,
                    "final_kl": search.last_kl,
-                   "final_lambda": (search.lam if config.selector == "l1"
-                                    and search.last_kl is not None else None),  # l1 only
+                   # the selector's last numbers while selecting (l1: lambda)
+                   "selector_log": search.selector.log(),
+                   # steps at which max_update held a weight tensor back
+                   "capped_steps": search.capped_steps,
                    "seconds": round(seconds, 2)},
         # the student as extracted (student.pt), before any retraining: test accuracy (%),
         # the teacher's, and KL(teacher || student) at T=1 in nats per test image

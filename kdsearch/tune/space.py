@@ -4,7 +4,7 @@
 
     base: pipeline.yaml            # a pipeline config (kdsearch run), or the mapping inline
     params:                        # dotted paths into the base config
-      search.lambda_init: {type: float, low: 0.02, high: 0.5, log: true}
+      search.options.decay: {type: float, low: 0.5, high: 0.98}   # the selector's option
       distill.options.temperature: {type: float, low: 1, high: 8}
       distill.epochs: {type: int, low: 2, high: 6}
       distill.method: {type: categorical, choices: [kd, kdfm]}

@@ -1,0 +1,233 @@
+"""``l1``: L1-sparse gates, preconditioned by their Fisher information, lambda from the budget.
+
+Around the teacher the KL is, to second order, ``sum_j H_j (1 - g_j)^2 / 2`` with ``H_j``
+the curvature of ``T^2 KL`` in gate element ``j`` (``T^2`` times its Fisher information at
+temperature ``T``, :mod:`kdsearch.search.fisher`). Adding the MAC-weighted L1 penalty
+``lambda * sum_j c_j |g_j|`` (``c_j``: the MACs that element saves now) gives the problem the
+gates solve, whose solution is
+
+    g_j = max(0, 1 - lambda * c_j / H_j):
+
+a unit is removed exactly when its curvature per MAC ``H_j / c_j`` falls below ``lambda``, so
+channels and whole blocks compete on one scale and the channels of one group separate. Each
+step moves every gate a fraction ``step`` of the way there, a proximal step preconditioned by
+the curvature::
+
+    g <- max(0, g - step * (dKL/dg + lambda * c) / (H + delta))
+
+(``dKL/dg`` from the backward pass; the KL part alone may at most halve a gate, so only the
+penalty removes units; a gate at zero stays there). ``lambda`` is not a rate: after every
+step it is set by bisection to the smallest value whose fixed point (the live units with
+``H_j / c_j > lambda``) fits the target MACs, which fall from the teacher's to the budget;
+while the live MACs fit, lambda is 0 and no gate is pushed. The units the fixed point
+removes ("condemned") get at least ``(1 + margin) * H_j`` of penalty, so that they reach
+zero in a few steps instead of creeping towards it. The constraints hold in the fixed point:
+the ``fewest`` channels of a group with the most curvature carry no penalty, and a group
+keeps a multiple of ``channel_multiple`` channels. The MACs of the gates above zero are then
+the student's: the selection needs no ranking when the gates alone land on the budget
+(``removed_by_rank`` and ``restored_by_rank`` in ``summary.json`` say whether they did).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from kdsearch.errors import KdsearchError
+from kdsearch.search.fisher import FisherScores, likelihood_gradients
+from kdsearch.search.select import LANDING
+from kdsearch.search.selectors import Selector, register_selector
+
+
+@register_selector("l1")
+class L1Selector(Selector):
+    """Fisher-preconditioned proximal L1 on the gates, lambda set from the MAC target."""
+
+    @dataclass
+    class Options:
+        step: float = 0.5  # the fraction of the way to the fixed point moved per step
+        decay: float = 0.9  # moving-average factor of the per-step Fisher estimates
+        margin: float = 0.1  # a condemned unit's fixed point is at most -margin
+        # the preconditioner's floor, as a fraction of the mean curvature of the live gates:
+        # a gate the KL does not see moves at most step / damping times its gradient
+        damping: float = 0.01
+
+        def __post_init__(self) -> None:
+            if not (0 < self.step <= 1 and 0 <= self.decay < 1 and self.margin > 0
+                    and self.damping > 0):
+                raise KdsearchError(
+                    f"step must be in (0, 1], decay in [0, 1), margin and damping > 0; not "
+                    f"{self.step}, {self.decay}, {self.margin}, {self.damping}")
+
+    def __init__(self, search, options: Options):
+        super().__init__(search, options)
+        self.fisher = FisherScores(search.bank.gates, options.decay)
+        self.lam = 0.0
+        self.delta = 1e-30  # the preconditioner's floor (damping x the live gates' mean H)
+        # per unit and element, the penalty of the next step (lambda * c, more if condemned)
+        self.penalty = {uid: torch.zeros(g.shape) for uid, g in search.bank.gates.items()}
+        self.condemned = {uid: torch.zeros(g.shape, dtype=torch.bool)
+                          for uid, g in search.bank.gates.items()}
+
+    def observe(self, step: int, logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
+        grads = likelihood_gradients(dict(self.search.bank.gates), logits, teacher_logits,
+                                     self.search.config.temperature, step)
+        self.fisher.update(grads)
+
+    def curvature(self) -> dict[str, torch.Tensor]:
+        """Per element, H = T^2 * Fisher information of the batch-mean KL: the squared
+        gradient of a batch's summed log-likelihood estimates ``batch x`` the mean Fisher."""
+        scale = self.search.config.temperature ** 2 / self.search.config.batch_size
+        return {uid: v * scale for uid, v in self.fisher.unbiased().items()}
+
+    @torch.no_grad()
+    def move_gates(self, step: int) -> None:
+        curvature, eta = self.curvature(), self.options.step
+        for uid, gate in self.search.bank.gates.items():
+            h = curvature[uid].to(gate.device)
+            # the KL's gradient in its second-order model, H (g - 1): a batch's own gradient
+            # is too noisy a signal for the gates of little curvature (noise / H >> 1)
+            slope = h * (gate - 1) + self.penalty[uid].to(gate.device)
+            moved = gate - eta * slope / (h + self.delta)
+            # only a condemned gate may reach zero; every other step at most halves a gate
+            floor = torch.where(self.condemned[uid].to(gate.device), 0.0, gate / 2)
+            gate.copy_(torch.where(gate > 0, moved.clamp(max=1.0).maximum(floor), 0.0))
+
+    def after_step(self, step: int, gates: dict[str, torch.Tensor], live: int,
+                   target: int) -> dict[str, torch.Tensor]:
+        plan = FixedPoint(self.search, gates, self.curvature())
+        lam, self.condemned = plan.threshold(target)
+        self.lam = max(lam, 0.0)
+        live = torch.cat([h[plan.alive[uid]] for uid, h in plan.curvature.items()])
+        self.delta = self.options.damping * max(float(live.mean()) if live.numel() else 0, 1e-30)
+        for uid, cost in plan.costs.items():
+            push = torch.maximum(self.lam * cost, (1 + self.options.margin) * plan.curvature[uid])
+            penalty = torch.where(self.condemned[uid], push, self.lam * cost)
+            self.penalty[uid] = torch.where(plan.protected[uid], 0.0, penalty)
+        return gates
+
+    def log(self) -> dict[str, float | None]:
+        return {"lam": self.lam}
+
+    def state_dict(self) -> dict:
+        return {"fisher": self.fisher.state_dict(), "lam": self.lam, "delta": self.delta,
+                "penalty": {uid: p.clone() for uid, p in self.penalty.items()},
+                "condemned": {uid: c.clone() for uid, c in self.condemned.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.fisher.load_state_dict(state["fisher"])
+        self.lam, self.delta = float(state["lam"]), float(state["delta"])
+        self.penalty = {uid: p.cpu().clone() for uid, p in state["penalty"].items()}
+        self.condemned = {uid: c.cpu().clone() for uid, c in state["condemned"].items()}
+
+
+class FixedPoint:
+    """The units the L1 fixed point keeps for a given lambda, and the lambda of a target."""
+
+    def __init__(self, search, gates: dict[str, torch.Tensor],
+                 curvature: dict[str, torch.Tensor]):
+        model, constraints = search.mac_model, search.constraints
+        self.model = model
+        self.alive = {uid: g > 0 for uid, g in gates.items()}
+        self.curvature = curvature
+        self.sizes = {uid: model.sizes[uid] for uid in gates if uid in model.sizes}
+        self.blocks = [uid for uid in gates if uid not in model.sizes]
+        self.multiple = max(1, constraints.channel_multiple)
+        self.fewest = {uid: constraints.fewest(size) for uid, size in self.sizes.items()}
+        self.live_counts = {uid: int(self.alive[uid].sum()) for uid in self.sizes}
+        self.dead_blocks = {b for b in self.blocks if not bool(self.alive[b][0])}
+        self.costs = self._costs()
+        self.protected = self._protected()
+        self.ratio = {uid: torch.where(self.alive[uid] & (self.costs[uid] > 0),
+                                       curvature[uid] / self.costs[uid].clamp_min(1e-30),
+                                       math.inf) for uid in gates}
+
+    def _costs(self) -> dict[str, torch.Tensor]:
+        """Per element, the MACs it saves now: a channel, one channel of its group; a block,
+        its branch."""
+        kept, removed, model = self.live_counts, self.dead_blocks, self.model
+        costs = {}
+        for uid, size in self.sizes.items():
+            k = max(kept[uid], 1)
+            fewer = model.unit_macs(uid, {**kept, uid: k - 1}, removed)
+            costs[uid] = torch.full((size,), max(model.unit_macs(uid, kept, removed) - fewer,
+                                                 0.0))
+        for uid in self.blocks:
+            costs[uid] = torch.full((1,), model.unit_macs(uid, kept, removed - {uid}))
+        return costs
+
+    def _protected(self) -> dict[str, torch.Tensor]:
+        """The ``fewest`` live channels of each group with the most curvature."""
+        protected = {uid: torch.zeros(1, dtype=torch.bool) for uid in self.blocks}
+        for uid in self.sizes:
+            score = torch.where(self.alive[uid], self.curvature[uid], -1.0)
+            top = torch.argsort(score, descending=True, stable=True)[:self.fewest[uid]]
+            protected[uid] = torch.zeros(self.sizes[uid], dtype=torch.bool)
+            protected[uid][top] = True
+        return protected
+
+    def keeps(self, lam: float) -> tuple[dict[str, int], set[str]]:
+        """Kept channels per group and removed blocks of the fixed point at ``lam``."""
+        kept = {}
+        for uid in self.sizes:
+            above = self.alive[uid] & (self.protected[uid] | (self.ratio[uid] > lam))
+            kept[uid] = self._legal(int(above.sum()), uid)
+        removed = self.dead_blocks | {b for b in self.blocks if float(self.ratio[b][0]) <= lam
+                                      and not bool(self.protected[b][0])}
+        return kept, removed
+
+    def _legal(self, count: int, uid: str) -> int:
+        """``count`` rounded up to the channel multiple, no fewer than the floor, no more
+        than are alive (rounded down to the multiple there)."""
+        step, live = self.multiple, self.live_counts[uid]
+        legal = -(-max(count, self.fewest[uid]) // step) * step
+        return legal if legal <= live else max(live // step * step, min(live, self.fewest[uid]))
+
+    def threshold(self, target: int) -> tuple[float, dict[str, torch.Tensor]]:
+        """The smallest lambda whose fixed point fits ``target`` (-1 when the live units
+        fit, the largest when nothing does), and the live elements it removes, per unit."""
+        lam = self._bisect(target)
+        macs = self.model.macs(*self.keeps(lam))
+        if macs < LANDING * target:  # a whole block overshoots: spare it if channels can do
+            removed = self.keeps(lam)[1] - self.dead_blocks
+            for block in sorted(removed, key=lambda b: float(self.ratio[b][0]), reverse=True):
+                self.protected[block][0] = True
+                spared = self._bisect(target)
+                if LANDING * target <= self.model.macs(*self.keeps(spared)) <= target:
+                    lam = spared
+                    break
+                self.protected[block][0] = False
+        return lam, self._condemned(lam)
+
+    def _bisect(self, target: int) -> float:
+        """The smallest candidate lambda whose fixed point fits ``target`` (-1: the live
+        units fit)."""
+        candidates = torch.cat([r[self.alive[uid] & ~self.protected[uid]]
+                                for uid, r in self.ratio.items()])
+        candidates = torch.unique(candidates[torch.isfinite(candidates)])  # sorted
+        if self.model.macs(*self.keeps(-1.0)) <= target or not candidates.numel():
+            return -1.0
+        low, high = 0, candidates.numel() - 1
+        while low < high:
+            middle = (low + high) // 2
+            if self.model.macs(*self.keeps(float(candidates[middle]))) <= target:
+                high = middle
+            else:
+                low = middle + 1
+        return float(candidates[low])
+
+    def _condemned(self, lam: float) -> dict[str, torch.Tensor]:
+        kept, removed = self.keeps(lam)
+        condemned = {}
+        for uid in self.sizes:
+            score = torch.where(self.alive[uid], self.curvature[uid], -1.0)
+            score = torch.where(self.protected[uid], math.inf, score)
+            order = torch.argsort(score, descending=True, stable=True)
+            mask = self.alive[uid].clone()
+            mask[order[:kept[uid]]] = False
+            condemned[uid] = mask
+        for uid in self.blocks:
+            condemned[uid] = torch.tensor([uid in removed and uid not in self.dead_blocks])
+        return condemned
