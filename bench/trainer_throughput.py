@@ -264,7 +264,7 @@ class Search:
         gated = self.numerics.place(build_gated(topology.gm, topology.units).to(args.device))
         self.search = GatedSearch(gated, self.numerics.place(teacher.to(args.device)),
                                   MacModel(topology.units, topology.macs_per_node), budget,
-                                  config, self.numerics, topology.units, constraints)
+                                  config, topology.units, constraints, self.numerics)
         self.search.gated.eval()
         self.batches = iter(dataset_batches(pool, "train", args.batch_size, args.device,
                                             args.seed, channels_last=self.numerics.channels_last))

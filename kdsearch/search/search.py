@@ -123,7 +123,7 @@ class GatedSearch:
                 where = f"; {checkpoints.where()}" if checkpoints else ""
                 raise SearchDiverged(
                     f"{err}{where}; the search is deterministic: change the settings (e.g. a "
-                    "lower lr or gate_lr) and start a new run") from None
+                    "lower lr or max_update) and start a new run") from None
             history.append(state)
             if log and step % self.config.log_every == 0:
                 log(state)

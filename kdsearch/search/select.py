@@ -4,8 +4,8 @@ The gated search drives gates to zero; what it leaves rarely sits exactly at the
 Starting from the gates' own answer (a channel is kept while its gate is above zero, a block
 while its gate is), units are removed in order of least gate value (per MAC saved, unless
 ``per_mac=False``) until the student fits the budget, then units are restored in order of
-most gate value (per MAC added) while they still fit. The search ranks by gate value alone:
-its penalty already weighs each gate by the MACs it controls. Gates that reached zero rank
+most gate value (per MAC added) while they still fit. The search ranks by gate value alone,
+and only where the gates' own answer misses [97%, 100%] of the budget (``keep_landed``). Gates that reached zero rank
 below every live gate, among themselves by how long they stayed alive. Channels of a unit
 leave in order of their gate values; the constraints (fewest channels, channel multiple)
 hold throughout.
