@@ -5,8 +5,8 @@ Starting from the gates' own answer (a channel is kept while its gate is above z
 while its gate is), units are removed in order of least gate value (per MAC saved, unless
 ``per_mac=False``) until the student fits the budget, then units are restored in order of
 most gate value (per MAC added) while they still fit. The search ranks by gate value alone,
-and only where the gates' own answer misses [97%, 100%] of the budget (``keep_landed``). Gates that reached zero rank
-below every live gate, among themselves by how long they stayed alive. Channels of a unit
+and only where the gates' own answer misses [97%, 100%] of the budget (``keep_landed``).
+Gates that reached zero rank below every live gate, among themselves by how long they stayed alive. Channels of a unit
 leave in order of their gate values; the constraints (fewest channels, channel multiple)
 hold throughout.
 """
