@@ -6,9 +6,9 @@ while its gate is), units are removed in order of least gate value (per MAC save
 ``per_mac=False``) until the student fits the budget, then units are restored in order of
 most gate value (per MAC added) while they still fit. The search ranks by gate value alone,
 and only where the gates' own answer misses [97%, 100%] of the budget (``keep_landed``).
-Gates that reached zero rank below every live gate, among themselves by how long they stayed alive. Channels of a unit
-leave in order of their gate values; the constraints (fewest channels, channel multiple)
-hold throughout.
+Gates that reached zero rank below every live gate, among themselves by how long they
+stayed alive. Channels of a unit leave in order of their gate values; the constraints
+(fewest channels, channel multiple) hold throughout.
 """
 
 from __future__ import annotations
