@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import scipy.stats
 import torch
 
@@ -73,3 +76,42 @@ def test_fisher_search_meets_the_falling_target_with_channels_and_keeps_gates_bi
     removed_channels = sum(int((g == 0).sum()) for uid, g in gates.items()
                            if uid in search.mac_model.sizes)
     assert removed_channels > 0
+
+
+TRAINED_RESNET56 = (Path(__file__).resolve().parents[1]
+                    / "results/teachers/resnet56-cifar100/teacher.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_fisher_scores_rank_the_trained_resnet56s_blocks_and_channels(shared_data_dir):
+    """On the trained CIFAR-100 resnet56 (results/teachers, 69.64 %): the score of every
+    removable block and of 50 channels drawn from its channel groups against the KL that
+    removing that unit alone causes on 128 test images: rank correlation above 0.8 (0.96
+    when written: blocks alone 0.91, channels alone 0.91). The l1 selector's threshold is
+    this score per MAC, so this is what it ranks by."""
+    torch.manual_seed(0)
+    dataset = load_dataset("cifar100", data_dir=shared_data_dir, download=False, subset=1280)
+    teacher = resolve_model("resnet56", 100, (3, 32, 32), weights=str(TRAINED_RESNET56)).model
+    search = fisher_search(teacher.eval(), dataset, train_weights=False,
+                           options={"every": 10**6, "decay": 0.9})
+    for step, (images, labels) in enumerate(dataset_batches(dataset, "train", 64, "cpu",
+                                                            seed=0)):
+        search.step(step, images, labels)
+    images = next(iter(dataset_batches(dataset, "test", 128, "cpu")))[0]
+    gates = gate_bank(search.gated).gates
+    generator = torch.Generator().manual_seed(0)
+    channels = [(uid, j) for uid, g in gates.items() if g.numel() > 1 for j in range(g.numel())]
+    picks = [(uid, 0) for uid, g in gates.items() if g.numel() == 1]
+    drawn = torch.randperm(len(channels), generator=generator)[:50].tolist()
+    picks += [channels[i] for i in drawn]
+    predicted, measured = [], []
+    with torch.no_grad():
+        teacher_logits = teacher(images)
+        for uid, j in picks:
+            gates[uid][j] = 0
+            measured.append(float(kl_to_teacher(search.gated(images), teacher_logits, 4.0)))
+            gates[uid][j] = 1
+            predicted.append(float(search.selector.fisher.values[uid][j]))
+    assert len(predicted) == 75
+    assert scipy.stats.spearmanr(predicted, measured).statistic > 0.8
