@@ -300,3 +300,16 @@ def test_search_with_a_bad_device_writes_nothing(tmp_path, capsys, device):
     err = capsys.readouterr().err
     assert err.startswith("kdsearch: error:") and err.count("\n") == 1 and device in err
     assert not out.exists()
+
+
+def test_a_diverging_search_says_how_large_the_teachers_logits_are(tmp_path, digits):
+    """A teacher whose logits are huge (an untrained one's can reach 1e8) drives a large
+    learning rate to NaN: the message names the logits' scale, not only the settings."""
+    torch.manual_seed(0)
+    teacher = build_model("digits_resnet8", num_classes=10, in_channels=1)
+    with torch.no_grad():
+        teacher.fc.weight.mul_(1e4)
+    config = SearchConfig(steps=20, batch_size=64, device="cpu", lr=10.0, max_update=1e6)
+    with pytest.raises(KdsearchError, match=r"diverged: KL is .*the teacher's logits reach"):
+        search_student(teacher, "digits_resnet8", digits, "0.5x", config,
+                       Constraints(keep_stem=False), tmp_path, progress=False)

@@ -218,7 +218,12 @@ class GatedSearch:
             self.selector.move_gates(step)
         gates, kl_value = self.snapshot(kl)  # the step's one copy to the host
         if not math.isfinite(kl_value):  # the gates are NaN too: stop before using them
-            raise SearchDiverged(f"the search diverged: KL is {kl_value} at step {step}")
+            scale = float(teacher_logits.abs().max())
+            raise SearchDiverged(
+                f"the search diverged: KL is {kl_value} at step {step}; the teacher's logits "
+                f"reach {scale:.3g}" + (" (an untrained teacher's, or one whose BatchNorm "
+                                         "statistics do not match its weights?)"
+                                         if scale > 100 else ""))
         self.last_kl = kl_value
         live, target = self.live_macs(gates), self.target_macs(step)
         if selecting:
