@@ -57,6 +57,16 @@ class Registry(Generic[T]):
 
         return add
 
+    def register_named(self, name: str, **meta: Any) -> Callable[[T], T]:
+        """Decorator for a class: its ``name`` attribute set to ``name``, then registered
+        (a distillation method, a selector: the class knows what it is called)."""
+
+        def add(cls: T) -> T:
+            cls.name = name  # type: ignore[attr-defined]
+            return self.register(name, **meta)(cls)
+
+        return add
+
     def get(self, name: str) -> T:
         self._load_builtins()
         if name not in self._items:

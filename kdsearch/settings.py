@@ -28,6 +28,11 @@ GIVEN = "kdsearch.settings.given"  # field metadata: (dataclass, allowed fields,
 TRUE, FALSE = ("true", "yes", "1"), ("false", "no", "0")
 
 
+@dataclasses.dataclass
+class NoOptions:
+    """The options of a component (a distillation method, a selector) that has none."""
+
+
 def given(cls: type, *, only: tuple[str, ...] | None = None,
           inline: bool = False) -> dict[str, Any]:
     """The metadata of a field holding the values given for ``cls``'s fields

@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from kdsearch.errors import KdsearchError
 from kdsearch.registry import Registry
-from kdsearch.settings import from_mapping
+from kdsearch.settings import NoOptions, from_mapping
 
 METHODS: Registry[type[DistillMethod]] = Registry("distillation method",
                                                 builtins="kdsearch.distill.methods")
@@ -38,17 +38,7 @@ METHODS: Registry[type[DistillMethod]] = Registry("distillation method",
 
 def register_method(name: str):
     """Class decorator: register a :class:`DistillMethod` subclass as ``name``."""
-
-    def add(method_class: type[DistillMethod]) -> type[DistillMethod]:
-        method_class.name = name
-        return METHODS.register(name)(method_class)
-
-    return add
-
-
-@dataclasses.dataclass
-class NoOptions:
-    """The options of a method that has none."""
+    return METHODS.register_named(name)
 
 
 class DistillMethod(nn.Module):

@@ -32,13 +32,12 @@ alone and keeps every gate as it is.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from kdsearch.registry import Registry
-from kdsearch.settings import from_mapping
+from kdsearch.settings import NoOptions, from_mapping
 
 if TYPE_CHECKING:
     from kdsearch.search.search import GatedSearch
@@ -48,17 +47,7 @@ SELECTORS: Registry[type[Selector]] = Registry("selector", builtins="kdsearch.se
 
 def register_selector(name: str):
     """Class decorator: register a :class:`Selector` subclass as ``name``."""
-
-    def add(selector_class: type[Selector]) -> type[Selector]:
-        selector_class.name = name
-        return SELECTORS.register(name)(selector_class)
-
-    return add
-
-
-@dataclasses.dataclass
-class NoOptions:
-    """The options of a selector that has none."""
+    return SELECTORS.register_named(name)
 
 
 def selector_options(name: str, given: dict[str, Any]) -> Any:
