@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from kdsearch.models import build_model
 from kdsearch.search.checkpoint import CHECKPOINT, SearchInterrupted
 from kdsearch.search.config import SearchConfig
 from kdsearch.search.search import GatedSearch
+from kdsearch.search.selectors import SELECTORS
 from kdsearch.student.run import search_student
 
 
@@ -29,13 +31,17 @@ def digits():
     return load_dataset("digits")
 
 
-def run_search(out, digits, steps=12, every=3, resume=False, budget="0.4x"):
+def run_search_with(out, digits, steps=12, every=3, resume=False, budget="0.4x", selector="fisher"):
     torch.manual_seed(0)
     teacher = build_model("digits_resnet14", num_classes=10, in_channels=1)
-    config = SearchConfig(steps=steps, batch_size=64, device="cpu", checkpoint_every=every)
+    config = SearchConfig(steps=steps, batch_size=64, device="cpu", checkpoint_every=every,
+                          selector=selector)
     return search_student(teacher, "digits_resnet14", digits, budget, config,
                           Constraints(keep_stem=False, min_channels=2), out, seed=0,
                           progress=False, resume=resume)
+
+
+run_search = run_search_with
 
 
 def signal_after(monkeypatch, step: int, signum=signal.SIGINT) -> None:
@@ -66,7 +72,10 @@ def assert_same_result(a: Path, b: Path) -> None:
     assert (a / "search_log.jsonl").read_text() == (b / "search_log.jsonl").read_text()
 
 
-def test_interrupt_then_resume_matches_an_uninterrupted_run(tmp_path, digits, monkeypatch):
+@pytest.mark.parametrize("selector", SELECTORS.names())
+def test_interrupt_then_resume_matches_an_uninterrupted_run(selector, tmp_path, digits,
+                                                           monkeypatch):
+    run_search = functools.partial(run_search_with, selector=selector)
     run_search(tmp_path / "whole", digits)
     assert not (tmp_path / "whole" / CHECKPOINT).exists()  # removed once finished
     cut = tmp_path / "cut"
