@@ -15,11 +15,12 @@ from kdsearch.cli.common import (
 from kdsearch.cli.registry import register_command
 
 DESCRIPTION = """\
-Test MODEL (with --weights) on the test split of a dataset and print: top-1 accuracy (%),
+Test MODEL (with --weights) on the test split of --dataset and print: top-1 accuracy (%),
 its MACs and parameters (per sample: conv, linear and matmul multiply-accumulates; learnable
 elements), and with --teacher the teacher's accuracy and the mean KL(teacher || model) at
 T=1 in nats per test image. No augmentation, eval mode; bf16 where the machine computes it
-natively (--no-amp for float32). --json prints one JSON object."""
+natively (--no-amp for float32). --json prints one JSON object. A zoo model is built for the
+dataset's classes and input size; a student.json made for other ones is refused."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", metavar="PATH", help="its weights (e.g. student.pt)")
     parser.add_argument("--teacher", metavar="MODEL", help="also compare with this teacher")
     parser.add_argument("--teacher-weights", metavar="PATH", help=TEACHER_WEIGHTS_HELP)
-    add_data_args(parser)
+    add_data_args(parser, default=None)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     add_numerics_args(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -38,16 +39,15 @@ def run(args: argparse.Namespace) -> int:
     from kdsearch.evaluate import evaluate
     from kdsearch.graph.counting import count_model
     from kdsearch.numerics import resolve_device
-    from kdsearch.student.resolve import resolve_model
+    from kdsearch.student.resolve import model_for_dataset
 
     resolve_device(args.device)  # before the data loads
     if args.teacher_weights and not args.teacher:
         raise KdsearchError("--teacher-weights needs --teacher")
     dataset = dataset_from_args(args)
-    model = resolve_model(args.model, dataset.num_classes, dataset.input_size,
-                          weights=args.weights).model
-    teacher = (resolve_model(args.teacher, dataset.num_classes, dataset.input_size,
-                             weights=args.teacher_weights).model if args.teacher else None)
+    model = model_for_dataset(args.model, args.weights, dataset, "model")
+    teacher = (model_for_dataset(args.teacher, args.teacher_weights, dataset, "teacher")
+               if args.teacher else None)
     result = evaluate(model, dataset, teacher=teacher, device=args.device, amp=args.amp,
                       channels_last=args.channels_last)
     counts = count_model(model, dataset.input_size)

@@ -8,10 +8,11 @@ import torch
 
 from kdsearch.cli.common import MODEL_HELP, add_data_args, dataset_from_args
 from kdsearch.cli.registry import register_command
-from kdsearch.cli.train import OUTPUT_HELP, add_training_args, build_model, config_from_args
+from kdsearch.cli.train import OUTPUT_HELP, add_training_args, config_from_args
 from kdsearch.distill.method import build_method
 from kdsearch.distill.trainer import train
 from kdsearch.models.pretrained import pretrained_model
+from kdsearch.student.resolve import model_for_dataset
 
 WEIGHTS = "teacher.pt"  # what train(role="teacher") writes
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.pretrained:
         model = pretrained_model(args.model, dataset.num_classes, dataset.input_size[0])
     else:
-        model = build_model(args.model, None, dataset, "model")
+        model = model_for_dataset(args.model, None, dataset, "model")
     method = build_method("ce", model, None, {}, dataset.input_size)
     info = {"model": args.model, **({"pretrained": "torchvision"} if args.pretrained else {})}
     train(method, dataset, config_from_args(args), args.out, resume=args.resume,

@@ -23,7 +23,7 @@ from kdsearch.distill.stages import load_stages, run_stages
 from kdsearch.distill.trainer import train
 from kdsearch.errors import KdsearchError
 from kdsearch.presets import load_preset
-from kdsearch.student.resolve import family_of, resolve_model, warn_untrained_teacher
+from kdsearch.student.resolve import family_of, model_for_dataset, warn_untrained_teacher
 
 OUTPUT_HELP = """\
 Printed: one line with the setup (method, device, student size, lr schedule), then a
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
                         for name in ([s.method for s in stages] if stages else [method]))
     dataset = dataset_from_args(args)
     torch.manual_seed(args.seed)  # model initialisation
-    student = build_model(args.student, args.student_weights, dataset, "student")
+    student = model_for_dataset(args.student, args.student_weights, dataset, "student")
     teacher = build_teacher(args, dataset) if needs_teacher else None
     config = config_from_args(args, options)
     info = {"student": args.student, "teacher": args.teacher,
@@ -208,19 +208,7 @@ def build_teacher(args: argparse.Namespace, dataset) -> torch.nn.Module:
         raise KdsearchError("this method needs a teacher: pass --teacher MODEL "
                             "(and --teacher-weights PATH)")
     warn_untrained_teacher(args.teacher, args.teacher_weights)
-    return build_model(args.teacher, args.teacher_weights, dataset, "teacher")
-
-
-def build_model(text: str, weights: str | None, dataset, role: str) -> torch.nn.Module:
-    """Resolve ``text`` for the dataset's classes and input size; a mismatch is an error."""
-    resolved = resolve_model(text, dataset.num_classes, dataset.input_size, weights)
-    shape = (resolved.num_classes, tuple(resolved.input_size))
-    if shape != (dataset.num_classes, dataset.input_size):
-        raise KdsearchError(
-            f"{role} {text} is for {shape[0]} classes at {shape[1]}, but {dataset.name} has "
-            f"{dataset.num_classes} classes at {dataset.input_size}"
-        )
-    return resolved.model
+    return model_for_dataset(args.teacher, args.teacher_weights, dataset, "teacher")
 
 
 def parse_options(pairs: list[str]) -> dict[str, str]:

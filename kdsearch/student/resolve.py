@@ -89,7 +89,7 @@ def resolve_model(
     if weights:
         from kdsearch.models.checkpoint import load_weights
 
-        load_weights(model, weights)
+        load_weights(model, weights, f"{text} for {num_classes} classes at {input_size}")
     if is_user_model(text):  # its factory may ignore num_classes: trust its output
         built = _classes_out(model, input_size)
         if num_classes not in (None, built):
@@ -97,6 +97,20 @@ def resolve_model(
                                 "take a num_classes argument")
         num_classes = built
     return ResolvedModel(model, num_classes, input_size)
+
+
+def model_for_dataset(text: str, weights: str | None, dataset, role: str) -> nn.Module:
+    """Resolve ``text`` for ``dataset``'s classes and input size; a model made for another
+    shape (a student.json's teacher's) is a :class:`KdsearchError` naming both (``role``,
+    e.g. "student", names the model in it)."""
+    resolved = resolve_model(text, dataset.num_classes, dataset.input_size, weights)
+    shape = (resolved.num_classes, tuple(resolved.input_size))
+    if shape != (dataset.num_classes, dataset.input_size):
+        raise KdsearchError(
+            f"{role} {text} is for {shape[0]} classes at {shape[1]}, but {dataset.name} has "
+            f"{dataset.num_classes} classes at {dataset.input_size}"
+        )
+    return resolved.model
 
 
 def _published(text: str, num_classes: int, input_size: tuple[int, int, int]) -> nn.Module:
