@@ -123,3 +123,8 @@ def test_the_command_line_picks_the_selector(tmp_path, capsys):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["search"]["selector"] == "l1"
     assert summary["config"]["selector"] == "l1"
+
+
+def test_a_search_that_epochs_make_too_short_says_what_to_pass():
+    with pytest.warns(UserWarning, match=r"only 1 step \(1 epochs of 60 .*--steps 50"):
+        SearchConfig(epochs=1.0, batch_size=64).resolved(60)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from kdsearch.errors import KdsearchError
 from kdsearch.search.selectors import selector_options
+
+# fewer steps than this, from a preset's epochs of a small training split, draw a warning
+FEW_STEPS = 50
 
 
 @dataclass
@@ -74,6 +78,12 @@ class SearchConfig:
         if self.steps > 0:
             return self
         steps = max(1, round(self.epochs * train_images / self.batch_size))
+        if steps < FEW_STEPS:
+            warnings.warn(
+                f"the search runs only {steps} step{'s' * (steps != 1)} ({self.epochs:g} "
+                f"epochs of {train_images} training images in batches of {self.batch_size}): "
+                f"the selection has little to go on; pass --steps {FEW_STEPS} or more (the "
+                "search then sees images more than once)", stacklevel=2)
         return dataclasses.replace(self, steps=steps)
 
     def length_text(self) -> str:
