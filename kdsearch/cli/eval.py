@@ -35,16 +35,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from kdsearch.errors import KdsearchError
     from kdsearch.evaluate import evaluate
     from kdsearch.graph.counting import count_model
     from kdsearch.numerics import resolve_device
-    from kdsearch.student.resolve import model_for_dataset
+    from kdsearch.student.resolve import model_for_dataset, warn_untrained, warn_untrained_teacher
 
     resolve_device(args.device)  # before the data loads
     if args.teacher_weights and not args.teacher:
         raise KdsearchError("--teacher-weights needs --teacher")
     dataset = dataset_from_args(args)
+    warn_untrained(args.model, args.weights, f"no --weights: {args.model} is tested with "
+                   "random weights (seeded by --seed; pass the student.pt of its search or "
+                   "training)")
+    if args.teacher:
+        warn_untrained_teacher(args.teacher, args.teacher_weights)
+    torch.manual_seed(args.seed)  # the initialisation of what gets no weights
     model = model_for_dataset(args.model, args.weights, dataset, "model")
     teacher = (model_for_dataset(args.teacher, args.teacher_weights, dataset, "teacher")
                if args.teacher else None)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from kdsearch.cli.common import MODEL_HELP, add_model_shape_args
 from kdsearch.cli.registry import register_command
@@ -47,14 +46,15 @@ def run(args: argparse.Namespace) -> int:
     from kdsearch.deploy.export import export_model
     from kdsearch.deploy.files import refuse_existing, write_bytes
     from kdsearch.errors import KdsearchError
-    from kdsearch.student.resolve import resolve_model
+    from kdsearch.student.resolve import resolve_model, warn_untrained
 
     if not args.atol >= 0:
         raise KdsearchError(f"--atol must be a non-negative number, not {args.atol}")
     out = refuse_existing(args.out, args.overwrite)
     resolved = resolve_model(args.model, args.num_classes, args.input_size,
                              weights=args.weights)
-    _warn_without_weights(args)
+    warn_untrained(args.model, args.weights, f"no --weights: {args.model} is exported with "
+                   "random weights (pass the student.pt of its search or training)")
     exported = export_model(resolved.model, resolved.input_size, args.format)
     check = exported.check
     if not check.max_abs_diff <= args.atol:
@@ -77,17 +77,6 @@ def _text(report: dict) -> str:
             f" (largest absolute difference of the outputs, random inputs at batch sizes "
             f"{batches}; exported at {report['export_batch_size']}; --atol "
             f"{report['atol']:g})")
-
-
-def _warn_without_weights(args: argparse.Namespace) -> None:
-    """A file of random weights is rarely what a user wants to deploy: say so (a user's own
-    model, FILE.py:NAME, may load its weights itself)."""
-    from kdsearch.models.user import is_user_model
-
-    if args.weights or is_user_model(args.model):
-        return
-    print(f"kdsearch: warning: no --weights: {args.model} is exported with random weights "
-          "(pass the student.pt of its search or training)", file=sys.stderr, flush=True)
 
 
 register_command("export", "export a model to ONNX, TorchScript or torch.export, checked",

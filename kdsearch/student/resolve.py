@@ -139,12 +139,18 @@ def _classes_out(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     return out.shape[1]
 
 
-def warn_untrained_teacher(name: str, weights: str | None) -> None:
-    """One line on stderr when the teacher ``name`` gets no weights: a random teacher makes
-    the search and the distillation meaningless. Silent for a user's own model
-    (``FILE.py:NAME``, ``package.module:NAME``), whose factory may load its own weights."""
+def warn_untrained(name: str, weights: str | None, text: str) -> None:
+    """``kdsearch: warning: TEXT`` on stderr when the model ``name`` gets no weights (so it
+    has random ones). Silent for a user's own model (``FILE.py:NAME``,
+    ``package.module:NAME``), whose factory may load its own weights."""
     if weights or is_user_model(name):
         return
-    print(f"kdsearch: warning: no --teacher-weights: the teacher {name} has random weights, "
-          "so what it teaches is meaningless (pass --teacher-weights PATH, e.g. the "
-          "teacher.pt of kdsearch teacher)", file=sys.stderr, flush=True)
+    print(f"kdsearch: warning: {text}", file=sys.stderr, flush=True)
+
+
+def warn_untrained_teacher(name: str, weights: str | None) -> None:
+    """:func:`warn_untrained` for a teacher: a random teacher makes the search and the
+    distillation meaningless."""
+    warn_untrained(name, weights, f"no --teacher-weights: the teacher {name} has random "
+                   "weights, so what it teaches is meaningless (pass --teacher-weights PATH, "
+                   "e.g. the teacher.pt of kdsearch teacher)")
