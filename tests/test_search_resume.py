@@ -173,3 +173,19 @@ def test_sigkill_at_several_points_then_resume_matches_an_uninterrupted_run(tmp_
     kill_and_resume(argv, tmp_path / "cut", CHECKPOINT, "search_log.jsonl", points=(18, 31))
     run_to_the_end(argv, tmp_path / "whole")
     assert_same_result(tmp_path / "whole", tmp_path / "cut")
+
+
+def test_an_interrupt_while_extracting_says_what_was_kept_and_resumes(tmp_path, digits,
+                                                                      monkeypatch):
+    import kdsearch.student.run as run_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module, "_test_metrics", interrupted)
+        with pytest.raises(SearchInterrupted, match="holds step 12: rerun with --resume"):
+            run_search(tmp_path, digits)
+    assert not (tmp_path / "summary.json").exists()
+    result = run_search(tmp_path, digits, resume=True)
+    assert (tmp_path / "summary.json").exists() and result.summary["search"]["steps"] == 12

@@ -29,6 +29,7 @@ from kdsearch.search.budget import parse_budget
 from kdsearch.search.checkpoint import (
     CHECKPOINT,
     SearchCheckpoints,
+    SearchInterrupted,
     refuse_unfinished,
     restore,
     resume_settings,
@@ -135,16 +136,21 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
                                                  per_mac=False, keep_landed=True)
             search.freeze(kept_mask(bank.gates, selection), selection_record(selection, report))
         run(start=max(done, config.select_steps))
-    selection, report = selection_from_record(search.selected)
-    contiguous = torch.contiguous_format  # the float32 checks below run on plain CPU tensors
-    plain = fold_gates(gated.cpu().to(memory_format=contiguous))
-    student = extract_student(plain, units, selection).eval()
-    teacher.cpu().to(memory_format=contiguous)
-    counted = count_model(student, dataset.input_size)
-    if counted.macs != report.macs:
-        raise RuntimeError(f"internal error: predicted {report.macs} MACs, counted "
-                           f"{counted.macs}")
-    tested = _test_metrics(student, teacher, dataset, numerics)
+    try:  # the search is done and checkpointed: an interrupt here loses only this part
+        selection, report = selection_from_record(search.selected)
+        contiguous = torch.contiguous_format  # the float32 checks run on plain CPU tensors
+        plain = fold_gates(gated.cpu().to(memory_format=contiguous))
+        student = extract_student(plain, units, selection).eval()
+        teacher.cpu().to(memory_format=contiguous)
+        counted = count_model(student, dataset.input_size)
+        if counted.macs != report.macs:
+            raise RuntimeError(f"internal error: predicted {report.macs} MACs, counted "
+                               f"{counted.macs}")
+        tested = _test_metrics(student, teacher, dataset, numerics)
+    except KeyboardInterrupt:
+        raise SearchInterrupted(
+            f"interrupted while extracting and testing the student, after the search's "
+            f"last step; {checkpoints.where()}: rerun with --resume to finish") from None
     spec = make_spec(teacher_info, units, selection, counted.macs, counted.params)
     summary = _summary(len(dataset.train_labels), teacher, topology, units, selection, report,
                        counted, budget, budget_macs, search, tested, config, constraints, seed,
