@@ -116,3 +116,24 @@ def test_a_student_json_is_taken_wherever_a_model_is(tmp_path, capsys, monkeypat
     counted = json.loads(capsys.readouterr().out)
     summary = json.loads((second / "summary.json").read_text())
     assert counted["macs"] == summary["student"]["macs"]
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--student", "digits_resnet8", "--teacher", "digits_resnet14"],
+    ["teacher", "--model", "digits_resnet8"],
+])
+def test_a_finished_run_is_refused_the_same_way_with_or_without_resume(tmp_path, capsys,
+                                                                         command):
+    """Was "already holds a run ... pass --resume", then with --resume "nothing to resume";
+    a folder with only a summary.json was even trained over. Now one line, before the data
+    loads, saying what to do."""
+    (tmp_path / "summary.json").write_text("{}")
+    argv = [*command, "--dataset", "digits", "--epochs", "1", "--quiet", "--out", str(tmp_path)]
+    errors = []
+    for extra in ([], ["--resume"]):
+        assert main([*argv, *extra]) == 2
+        errors.append(capsys.readouterr().err.strip())
+    assert errors[0] == errors[1] == (
+        f"kdsearch: error: {tmp_path} holds a finished run (summary.json): nothing to train or "
+        "resume; choose another --out, or delete the folder to train again")
+    assert (tmp_path / "summary.json").read_text() == "{}"

@@ -152,11 +152,13 @@ def test_resume_after_interrupt_is_bit_identical(tmp_path, digits, method_class)
 
 def test_an_existing_run_needs_resume_and_the_same_settings(tmp_path, digits):
     train(kd_method(digits), digits, config(epochs=1), tmp_path, quiet=True)
+    for resume in (False, True):  # finished: the same answer either way
+        with pytest.raises(KdsearchError, match=r"finished run .* nothing to train or resume"):
+            train(kd_method(digits), digits, config(epochs=1), tmp_path, resume=resume,
+                  quiet=True)
+    (tmp_path / "summary.json").unlink()  # as if stopped after its last checkpoint
     with pytest.raises(KdsearchError, match="--resume"):
         train(kd_method(digits), digits, config(epochs=1), tmp_path, quiet=True)
-    with pytest.raises(KdsearchError, match="finished run"):
-        train(kd_method(digits), digits, config(epochs=1), tmp_path, resume=True, quiet=True)
-    (tmp_path / "summary.json").unlink()  # as if stopped after its last checkpoint
     with pytest.raises(KdsearchError, match=r"lr: 0\.05 -> 0\.1"):
         train(kd_method(digits), digits, config(epochs=1, lr=0.1), tmp_path, resume=True,
               quiet=True)

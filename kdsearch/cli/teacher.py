@@ -10,7 +10,7 @@ from kdsearch.cli.common import MODEL_HELP, add_data_args, dataset_from_args
 from kdsearch.cli.registry import register_command
 from kdsearch.cli.train import OUTPUT_HELP, add_training_args, config_from_args
 from kdsearch.distill.method import build_method
-from kdsearch.distill.trainer import train
+from kdsearch.distill.trainer import refuse_finished, train
 from kdsearch.models.pretrained import pretrained_model
 from kdsearch.student.resolve import model_for_dataset
 
@@ -41,6 +41,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_finished(args.out)  # before the data loads
     dataset = dataset_from_args(args)
     torch.manual_seed(args.seed)  # model initialisation (with --pretrained: the new head)
     if args.pretrained:

@@ -20,7 +20,7 @@ from kdsearch.distill.chain import train_dgkd_chain
 from kdsearch.distill.config import SCHEDULES, TrainConfig
 from kdsearch.distill.method import build_method, get_method, method_names
 from kdsearch.distill.stages import load_stages, run_stages
-from kdsearch.distill.trainer import train
+from kdsearch.distill.trainer import refuse_finished, train
 from kdsearch.errors import KdsearchError
 from kdsearch.presets import load_preset
 from kdsearch.student.resolve import family_of, model_for_dataset, warn_untrained_teacher
@@ -159,6 +159,9 @@ def run(args: argparse.Namespace) -> int:
     options = parse_options(args.option)
     needs_teacher = any(get_method(name).needs_teacher
                         for name in ([s.method for s in stages] if stages else [method]))
+    chain = get_method(method).trains_a_chain and not stages
+    if not (stages or chain):  # a stages file or a chain skips its finished runs instead
+        refuse_finished(args.out)  # before the data loads
     dataset = dataset_from_args(args)
     torch.manual_seed(args.seed)  # model initialisation
     student = model_for_dataset(args.student, args.student_weights, dataset, "student")
@@ -166,7 +169,6 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, options)
     info = {"student": args.student, "teacher": args.teacher,
             "teacher_weights": args.teacher_weights}
-    chain = get_method(method).trains_a_chain and not stages
     if not chain and (args.assistants is not None or args.assistant_budgets is not None
                       or args.assistant_search_steps is not None):
         raise KdsearchError("--assistants, --assistant-budgets and --assistant-search-steps "

@@ -88,18 +88,17 @@ def train(
     many trainings) and the result line; nothing when ``quiet``.
 
     ``resume=True`` continues from ``out_dir/checkpoint.pt`` (or starts if there is none);
-    without it an ``out_dir`` that already holds a run is a :class:`KdsearchError`. ``info``
-    is copied into the summary (e.g. model names). ``role`` names the trained network in
-    what is printed, in the summary (``{role}_params``, ``{role}_macs``) and in its weights
-    file (``{role}.pt``): ``"teacher"`` for ``kdsearch teacher``. Raises
+    without it an ``out_dir`` that already holds a run is a :class:`KdsearchError`, and so,
+    either way, is a finished one (:func:`refuse_finished`). ``info`` is copied into the
+    summary (e.g. model names). ``role`` names the trained network in what is printed, in
+    the summary (``{role}_params``, ``{role}_macs``) and in its weights file
+    (``{role}.pt``): ``"teacher"`` for ``kdsearch teacher``. Raises
     :class:`TrainingInterrupted` on SIGINT/SIGTERM and :class:`TrainingDiverged` on a
     non-finite loss, after writing the last completed epoch to ``checkpoint.pt``. The
     modules are trained in place, on the device.
     """
+    refuse_finished(out_dir)
     out = ensure_out_dir(out_dir)
-    if resume and (out / SUMMARY).exists():
-        raise KdsearchError(f"{out} holds a finished run (summary.json): nothing to resume; "
-                            "choose another --out to train again")
     runtime = Runtime.for_config(config)
     dist = distributed.setup(runtime.device)
     dist.check_batch_size(config.batch_size)
@@ -137,6 +136,15 @@ def train(
     if dist.is_main:
         summary = finish(out, method, dataset, config, cost, role, info, progress, runtime)
     return dist.broadcast(summary)
+
+
+def refuse_finished(out_dir: str | Path) -> None:
+    """:class:`KdsearchError` when ``out_dir`` holds a finished run (its ``summary.json``):
+    there is nothing to train or resume there, with or without ``--resume``."""
+    if (Path(out_dir) / SUMMARY).exists():
+        raise KdsearchError(f"{out_dir} holds a finished run (summary.json): nothing to train "
+                            "or resume; choose another --out, or delete the folder to train "
+                            "again")
 
 
 def restore_run(out: Path, method, optimizer, config, resume, runtime, dist: Distributed) -> int:
