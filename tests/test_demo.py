@@ -15,6 +15,15 @@ def test_demo_config_is_valid():
     assert config["compare"]["against"] == ["digits_resnet8"]
 
 
+def test_the_demo_config_runs_apart_from_the_demo():
+    """`kdsearch run --config pipeline_demo.yaml` after `kdsearch demo` runs the pipeline,
+    rather than finding the demo's folder and skipping every finished step."""
+    from kdsearch.cli import build_parser
+
+    demo_out = build_parser().parse_args(["demo"]).out
+    assert demo.check_config(demo.demo_config())["out"] not in (demo_out, "runs/demo")
+
+
 @pytest.mark.slow
 def test_demo_runs_and_continues(tmp_path, capsys):
     config = demo.demo_config()
