@@ -81,3 +81,13 @@ def test_a_model_without_weights_is_warned_about_and_seeded(capsys):
                                        "with random weights")
         reports.append(json.loads(captured.out))
     assert reports[0] == reports[1]
+
+
+def test_the_python_api_refuses_a_student_for_another_task(cifar_student, tmp_path):
+    """train_student checks a named student as kdsearch train and eval do."""
+    from kdsearch.distill.stages import train_student
+    from kdsearch.errors import KdsearchError
+
+    with pytest.raises(KdsearchError, match=r"student .* is for 100 classes at \(3, 32, 32\), "
+                                            r"but digits has 10 classes at \(1, 8, 8\)"):
+        train_student(str(cifar_student[0]), None, "ce", "digits", out_dir=tmp_path)

@@ -40,7 +40,7 @@ from kdsearch.io import copy_file, ensure_out_dir, read_yaml, write_json
 from kdsearch.models.checkpoint import load_weights
 from kdsearch.settings import from_mapping, given
 from kdsearch.steps import config_changes, finished_step, run_step
-from kdsearch.student.resolve import resolve_model
+from kdsearch.student.resolve import model_for_dataset
 
 # Stage keys that override TrainConfig fields (of TrainConfig's types).
 STAGE_SETTINGS = ("epochs", "lr", "batch_size", "momentum", "weight_decay", "nesterov",
@@ -171,16 +171,16 @@ def train_student(
     if isinstance(dataset, str):
         dataset = load_dataset(dataset, seed=config.seed)
     torch.manual_seed(config.seed)  # model initialisation
-    student = _as_model(student, dataset)
-    teacher = _as_model(teacher, dataset) if teacher is not None else None
+    student = _as_model(student, dataset, "student")
+    teacher = _as_model(teacher, dataset, "teacher") if teacher is not None else None
     built = build_method(method, student, teacher, config.method_options, dataset.input_size)
     return train(built, dataset, config, out_dir, resume=resume, quiet=quiet, info=info)
 
 
-def _as_model(model: nn.Module | str, dataset: ImageDataset) -> nn.Module:
+def _as_model(model: nn.Module | str, dataset: ImageDataset, role: str) -> nn.Module:
     if isinstance(model, nn.Module):
         return model
-    return resolve_model(model, dataset.num_classes, dataset.input_size).model
+    return model_for_dataset(model, None, dataset, role)
 
 
 def _note(quiet: bool, text: str) -> None:
