@@ -97,8 +97,11 @@ class L1Selector(Selector):
 
     def after_step(self, step: int, gates: dict[str, torch.Tensor], live: int,
                    target: int) -> dict[str, torch.Tensor]:
-        plan = FixedPoint(self.search, gates, self.curvature())
-        lam, self.condemned = plan.threshold(target)
+        leaving = {uid: self.condemned[uid] & (g > 0) for uid, g in gates.items()}
+        plan = FixedPoint(self.search, gates, self.curvature(), leaving)
+        # only at the budget does a block that overshoots matter: while the target falls,
+        # it catches up with the block within a few steps
+        lam, self.condemned = plan.threshold(target, land=target <= self.search.budget)
         self.lam = max(lam, 0.0)
         live = torch.cat([h[plan.alive[uid]] for uid, h in plan.curvature.items()])
         self.delta = self.options.damping * max(float(live.mean()) if live.numel() else 0, 1e-30)
@@ -124,30 +127,38 @@ class L1Selector(Selector):
 
 
 class FixedPoint:
-    """The units the L1 fixed point keeps for a given lambda, and the lambda of a target."""
+    """The units the L1 fixed point keeps for a given lambda, and the lambda of a target.
+
+    Units condemned before and still alive are leaving: they count as gone (a unit's turn
+    does not flip back and forth with the noise of its estimate, so no more units die than
+    the target asks for), unless the target has come to need them again (``land``).
+    """
 
     def __init__(self, search, gates: dict[str, torch.Tensor],
-                 curvature: dict[str, torch.Tensor]):
+                 curvature: dict[str, torch.Tensor], leaving: dict[str, torch.Tensor]):
         model, constraints = search.mac_model, search.constraints
         self.model = model
         self.alive = {uid: g > 0 for uid, g in gates.items()}
+        self.staying = {uid: alive & ~leaving[uid] for uid, alive in self.alive.items()}
         self.curvature = curvature
         self.sizes = {uid: model.sizes[uid] for uid in gates if uid in model.sizes}
         self.blocks = [uid for uid in gates if uid not in model.sizes]
         self.multiple = max(1, constraints.channel_multiple)
         self.fewest = {uid: constraints.fewest(size) for uid, size in self.sizes.items()}
-        self.live_counts = {uid: int(self.alive[uid].sum()) for uid in self.sizes}
-        self.dead_blocks = {b for b in self.blocks if not bool(self.alive[b][0])}
         self.costs = self._costs()
-        self.protected = self._protected()
         self.ratio = {uid: torch.where(self.alive[uid] & (self.costs[uid] > 0),
                                        curvature[uid] / self.costs[uid].clamp_min(1e-30),
                                        math.inf) for uid in gates}
+        self.protected = self._protected()
+
+    def _counts(self) -> tuple[dict[str, int], set[str]]:
+        kept = {uid: int(self.staying[uid].sum()) for uid in self.sizes}
+        return kept, {b for b in self.blocks if not bool(self.staying[b][0])}
 
     def _costs(self) -> dict[str, torch.Tensor]:
         """Per element, the MACs it saves now: a channel, one channel of its group; a block,
         its branch."""
-        kept, removed, model = self.live_counts, self.dead_blocks, self.model
+        (kept, removed), model = self._counts(), self.model
         costs = {}
         for uid, size in self.sizes.items():
             k = max(kept[uid], 1)
@@ -159,39 +170,44 @@ class FixedPoint:
         return costs
 
     def _protected(self) -> dict[str, torch.Tensor]:
-        """The ``fewest`` live channels of each group with the most curvature."""
+        """The ``fewest`` staying channels of each group with the most curvature."""
         protected = {uid: torch.zeros(1, dtype=torch.bool) for uid in self.blocks}
         for uid in self.sizes:
-            score = torch.where(self.alive[uid], self.curvature[uid], -1.0)
+            score = torch.where(self.staying[uid], self.curvature[uid], -1.0)
             top = torch.argsort(score, descending=True, stable=True)[:self.fewest[uid]]
             protected[uid] = torch.zeros(self.sizes[uid], dtype=torch.bool)
-            protected[uid][top] = True
+            protected[uid][top] = self.staying[uid][top]
         return protected
 
     def keeps(self, lam: float) -> tuple[dict[str, int], set[str]]:
         """Kept channels per group and removed blocks of the fixed point at ``lam``."""
         kept = {}
         for uid in self.sizes:
-            above = self.alive[uid] & (self.protected[uid] | (self.ratio[uid] > lam))
+            above = self.staying[uid] & (self.protected[uid] | (self.ratio[uid] > lam))
             kept[uid] = self._legal(int(above.sum()), uid)
-        removed = self.dead_blocks | {b for b in self.blocks if float(self.ratio[b][0]) <= lam
-                                      and not bool(self.protected[b][0])}
+        removed = {b for b in self.blocks if not bool(self.staying[b][0]) or (
+            float(self.ratio[b][0]) <= lam and not bool(self.protected[b][0]))}
         return kept, removed
 
     def _legal(self, count: int, uid: str) -> int:
         """``count`` rounded up to the channel multiple, no fewer than the floor, no more
-        than are alive (rounded down to the multiple there)."""
-        step, live = self.multiple, self.live_counts[uid]
+        than are staying (rounded down to the multiple there)."""
+        step, live = self.multiple, int(self.staying[uid].sum())
         legal = -(-max(count, self.fewest[uid]) // step) * step
         return legal if legal <= live else max(live // step * step, min(live, self.fewest[uid]))
 
-    def threshold(self, target: int) -> tuple[float, dict[str, torch.Tensor]]:
-        """The smallest lambda whose fixed point fits ``target`` (-1 when the live units
-        fit, the largest when nothing does), and the live elements it removes, per unit."""
+    def threshold(self, target: int, land: bool) -> tuple[float, dict[str, torch.Tensor]]:
+        """The smallest lambda whose fixed point fits ``target`` (-1 when the staying units
+        fit, the largest when nothing does), and the live elements it removes, per unit
+        (those leaving included). With ``land`` (the target is the budget), leaving units
+        come back while they fit, and a block whose removal would leave the MACs below 97%
+        of the target is spared where removing channels instead lands within [97%, 100%]."""
+        if land:
+            self._readmit(target)
         lam = self._bisect(target)
         macs = self.model.macs(*self.keeps(lam))
-        if macs < LANDING * target:  # a whole block overshoots: spare it if channels can do
-            removed = self.keeps(lam)[1] - self.dead_blocks
+        if land and macs < LANDING * target:  # a block overshoots: spare it if channels do
+            removed = {b for b in self.keeps(lam)[1] if bool(self.staying[b][0])}
             for block in sorted(removed, key=lambda b: float(self.ratio[b][0]), reverse=True):
                 self.protected[block][0] = True
                 spared = self._bisect(target)
@@ -201,10 +217,22 @@ class FixedPoint:
                 self.protected[block][0] = False
         return lam, self._condemned(lam)
 
+    def _readmit(self, target: int) -> None:
+        """Leaving units back, most curvature per MAC first, while the MACs fit ``target``
+        and are below 97% of it."""
+        leaving = [(float(self.ratio[uid][j]), uid, j) for uid, alive in self.alive.items()
+                   for j in torch.nonzero(alive & ~self.staying[uid]).flatten().tolist()]
+        for _, uid, j in sorted(leaving, reverse=True):
+            if self.model.macs(*self._counts()) >= LANDING * target:
+                return
+            self.staying[uid][j] = True
+            if self.model.macs(*self._counts()) > target:
+                self.staying[uid][j] = False
+
     def _bisect(self, target: int) -> float:
-        """The smallest candidate lambda whose fixed point fits ``target`` (-1: the live
+        """The smallest candidate lambda whose fixed point fits ``target`` (-1: the staying
         units fit)."""
-        candidates = torch.cat([r[self.alive[uid] & ~self.protected[uid]]
+        candidates = torch.cat([r[self.staying[uid] & ~self.protected[uid]]
                                 for uid, r in self.ratio.items()])
         candidates = torch.unique(candidates[torch.isfinite(candidates)])  # sorted
         if self.model.macs(*self.keeps(-1.0)) <= target or not candidates.numel():
@@ -219,15 +247,17 @@ class FixedPoint:
         return float(candidates[low])
 
     def _condemned(self, lam: float) -> dict[str, torch.Tensor]:
+        """The live elements that go at ``lam``: those leaving and those the fixed point
+        drops (a group's staying channels of least curvature beyond its kept count)."""
         kept, removed = self.keeps(lam)
         condemned = {}
         for uid in self.sizes:
-            score = torch.where(self.alive[uid], self.curvature[uid], -1.0)
+            score = torch.where(self.staying[uid], self.curvature[uid], -1.0)
             score = torch.where(self.protected[uid], math.inf, score)
             order = torch.argsort(score, descending=True, stable=True)
             mask = self.alive[uid].clone()
             mask[order[:kept[uid]]] = False
             condemned[uid] = mask
         for uid in self.blocks:
-            condemned[uid] = torch.tensor([uid in removed and uid not in self.dead_blocks])
+            condemned[uid] = torch.tensor([uid in removed and bool(self.alive[uid][0])])
         return condemned
