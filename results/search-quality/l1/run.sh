@@ -25,7 +25,7 @@ esac
 here=$sq/l1/$pair
 out=runs/search-quality/l1/$pair
 hand=train/hand-designed_$pair
-if [ ! -d "$out" ]; then
+if [ ! -d "$out/teacher" ]; then  # a new run directory (a search may already be there)
   mkdir -p "$out/train"
   cp -r $sq/state/b/teacher "$out/"
   cp -r "$pair_state/b/$hand" "$out/train/"
