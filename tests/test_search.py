@@ -313,3 +313,31 @@ def test_a_diverging_search_says_how_large_the_teachers_logits_are(tmp_path, dig
     with pytest.raises(KdsearchError, match=r"diverged: KL is .*the teacher's logits reach"):
         search_student(teacher, "digits_resnet8", digits, "0.5x", config,
                        Constraints(keep_stem=False), tmp_path, progress=False)
+
+
+def test_overwrite_removes_what_the_old_search_and_its_commands_wrote(tmp_path, digits):
+    run_search(tmp_path, digits, steps=4)
+    (tmp_path / "latency.json").write_text("{}")
+    (tmp_path / "index.html").write_text("old")
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "graph.png").write_bytes(b"old")
+    torch.manual_seed(0)
+    teacher = build_model("digits_resnet14", num_classes=10, in_channels=1)
+    search_student(teacher, "digits_resnet14", digits, "0.5x", SearchConfig(steps=4),
+                   Constraints(keep_stem=False, min_channels=2), tmp_path, progress=False,
+                   overwrite=True)
+    assert not any((tmp_path / name).exists() for name in ("latency.json", "index.html",
+                                                            "figures"))
+    assert json.loads((tmp_path / "summary.json").read_text())["budget"] == "0.5x"
+
+
+def test_a_search_refuses_a_teacher_folder_even_with_overwrite(tmp_path, digits):
+    assert main(["teacher", "--model", "digits_resnet8", "--dataset", "digits", "--epochs",
+                 "1", "--out", str(tmp_path), "--quiet"]) == 0
+    before = (tmp_path / "summary.json").read_text()
+    with pytest.raises(KdsearchError, match="another kind of run"):
+        search_student(build_model("digits_resnet14", num_classes=10, in_channels=1),
+                       "digits_resnet14", digits, "0.5x", SearchConfig(steps=4),
+                       Constraints(keep_stem=False), tmp_path, progress=False,
+                       overwrite=True)
+    assert (tmp_path / "summary.json").read_text() == before

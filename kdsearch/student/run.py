@@ -7,6 +7,7 @@ independent count of the extracted student.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -22,7 +23,7 @@ from kdsearch.evaluate import evaluate
 from kdsearch.graph.counting import count_model
 from kdsearch.graph.topology import TopologyGraph
 from kdsearch.graph.units import Constraints, Selection, Units
-from kdsearch.io import append_jsonl, ensure_out_dir, save_torch, write_json
+from kdsearch.io import append_jsonl, ensure_out_dir, read_json, save_torch, write_json
 from kdsearch.models.user import portable_name
 from kdsearch.numerics import Numerics, resolve_device
 from kdsearch.search.budget import parse_budget
@@ -86,6 +87,7 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
     out = Path(out_dir)
     if not resume:
         refuse_unfinished(out / CHECKPOINT)  # before any work or write
+        _refuse_another_kind(out)
         if (out / "summary.json").exists() and not overwrite:
             raise KdsearchError(f"{out} holds a finished search (summary.json); choose another "
                                 "--out, or pass --overwrite to replace it")
@@ -100,8 +102,8 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
     if not units.searchable():
         raise KdsearchError(f"{teacher_name} has no searchable unit under these constraints")
     out = ensure_out_dir(out)
-    if overwrite and not resume:  # the old search is gone from here on: no stale summary
-        (out / "summary.json").unlink(missing_ok=True)
+    if overwrite and not resume:  # the old search is gone from here on: nothing stale
+        remove_search_files(out)
     write_json(out / "graph.json", topology.to_json())
 
     numerics = Numerics.for_device(device, config.amp, config.channels_last)
@@ -162,6 +164,30 @@ def search_student(teacher: nn.Module, teacher_name: str, dataset: ImageDataset,
     if progress:  # what it found, in a terminal, a log or a notebook alike
         print(summary_text(summary), flush=True)
     return SearchResult(student, spec, summary, selection)
+
+
+# what a search and the commands run on its folder (latency, show) write there
+SEARCH_FILES = ("summary.json", "student.json", "student.pt", "graph.json", "search_log.jsonl",
+                "latency.json", "index.html", "figures")
+
+
+def remove_search_files(out: Path) -> None:
+    """Remove what an earlier search (and ``latency``, ``show`` on it) wrote in ``out``."""
+    for name in SEARCH_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _refuse_another_kind(out: Path) -> None:
+    """A folder holding another command's finished run (a teacher's, a training's) is no
+    place for a search, even with --overwrite."""
+    summary = out / "summary.json"
+    if summary.exists() and "budget_macs" not in read_json(summary):
+        raise KdsearchError(f"{out} holds another kind of run (its summary.json is not a "
+                            "search's: a teacher or a training?); choose another --out")
 
 
 def summary_text(summary: dict) -> str:
