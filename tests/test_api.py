@@ -1,0 +1,44 @@
+"""The Python API as the README shows it: its example runs as written."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+import kdsearch
+
+README = Path(kdsearch.__file__).resolve().parents[1] / "README.md"
+
+
+def readme_python_block(section: str) -> str:
+    """The first ```python block under the README heading ``## {section}``."""
+    text = README.read_text()
+    start = text.index(f"\n## {section}\n")
+    block = re.search(r"^```python\n(.*?)^```$", text[start:], re.S | re.M)
+    assert block, f"no python block under '## {section}'"
+    return block.group(1)
+
+
+def test_a_public_function_survives_the_import_of_its_submodule():
+    """``kdsearch.evaluate`` is the function even once ``kdsearch.evaluate`` the module is
+    imported (as ``search_student`` does)."""
+    importlib.import_module("kdsearch.evaluate")
+    importlib.import_module("kdsearch.student.run")
+    for name in kdsearch.__all__:
+        assert not isinstance(getattr(kdsearch, name), type(kdsearch)), name
+    from kdsearch.evaluate import evaluate
+
+    assert kdsearch.evaluate is evaluate
+
+
+@pytest.mark.slow
+def test_the_readme_python_example_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # it writes runs/search
+    namespace: dict = {}
+    exec(compile(readme_python_block("Python API"), str(README), "exec"), namespace)
+    assert "SearchResult(" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "search" / "summary.json").is_file()
+    assert sum(p.numel() for p in namespace["found"].parameters()) > 0
