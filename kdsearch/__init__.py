@@ -28,6 +28,7 @@ _EXPORTS = {
     "load_student": "kdsearch.student.spec",
     "register_leaf_module": "kdsearch.graph",
     "search_student": "kdsearch.student.run",
+    "set_threads": "kdsearch.numerics",
     "train_student": "kdsearch.distill",
 }
 

@@ -102,8 +102,12 @@ def default_threads() -> int:
     return max(1, cores - busy)
 
 
-def set_threads(threads: int | None) -> int:
-    """Set torch's intra-op threads (``None``: :func:`default_threads`); return the count."""
+def set_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op threads (``None``: :func:`default_threads`); return the count.
+
+    What every command does first; the Python API leaves torch's process-wide count to its
+    caller, who gets the same policy with ``kdsearch.set_threads()``.
+    """
     if threads is not None and threads < 1:
         raise KdsearchError(f"--threads must be at least 1, not {threads}")
     count = threads if threads is not None else default_threads()

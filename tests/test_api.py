@@ -42,3 +42,19 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     assert "SearchResult(" in capsys.readouterr().out
     assert (tmp_path / "runs" / "search" / "summary.json").is_file()
     assert sum(p.numel() for p in namespace["found"].parameters()) > 0
+
+
+def test_one_call_gives_the_api_the_cli_thread_policy(monkeypatch):
+    """``kdsearch.set_threads()``, the README example's first call, is the CLI's own helper."""
+    import torch
+
+    from kdsearch.numerics import set_threads
+
+    assert kdsearch.set_threads is set_threads
+    assert "kdsearch.set_threads()" in readme_python_block("Python API")
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    try:
+        assert kdsearch.set_threads() == 3 and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
