@@ -242,6 +242,23 @@ def test_comparison_dodges_equal_macs_labels_every_series_and_keeps_the_teacher_
     assert fig.axes[0].get_xscale() == "linear" and "one seed" in fig.axes[0].get_ylabel()
 
 
+def test_the_two_panels_x_labels_stay_apart_and_within_their_panels():
+    """The longest x label (log scale, equal MACs spread sideways) of two panels side by side:
+    the demo's comparison.png printed one over the other."""
+    rows = [row("hand-designed", "r8", 2e5, 90.0, 89.0), row("searched", "r8", 2e5, 90.5, 90.0),
+            row("hand-designed", "r110", 2.5e8, 95.0, 94.0)]
+    data = pareto_data(rows, "t", teacher={"macs": 5e8, "acc": 96.0})
+    assert data.log_x and data.dodged and len(data.panels) == 2
+    fig = rendered(pareto_figure(data))
+    renderer = fig.canvas.get_renderer()
+    left, right = (ax.xaxis.label.get_window_extent(renderer) for ax in fig.axes)
+    assert not left.overlaps(right) and left.x1 < right.x0
+    for ax in fig.axes:
+        label, panel = ax.xaxis.label.get_window_extent(renderer), ax.get_window_extent()
+        assert panel.x0 - 1 <= label.x0 and label.x1 <= panel.x1 + 1, ax.get_xlabel()
+        assert "log scale" in ax.get_xlabel() and "spread sideways" in ax.get_xlabel()
+
+
 def test_many_candidates_at_one_budget_stay_within_a_narrow_band_around_its_macs():
     kinds = ["searched", "l1", "depgraph", "uniform", "random", "hand-designed"]
     rows = [row(kind, "r8", 12.5e6, 20.0 + i) for i, kind in enumerate(kinds)]

@@ -78,6 +78,14 @@ class ParetoData:
     dodged: bool = False  # some points moved sideways from others at the same MACs
 
     @property
+    def x_label(self) -> str:
+        """The scale on one line, how equal MACs are drawn on a second: on one line the
+        label was wider than its panel and ran into the next panel's."""
+        scale = "MACs per sample (millions" + ("; log scale)" if self.log_x else ")")
+        return scale + ("\n(equal MACs spread sideways around a dotted line)" if self.dodged
+                        else "")
+
+    @property
     def y_label(self) -> str:
         return ("test accuracy (%), mean ± std over seeds" if self.several_seeds
                 else "test accuracy (%), one seed")
@@ -291,8 +299,6 @@ def _draw_panel(ax, panel: Panel, data: ParetoData) -> None:
     ax.set_xlim(*data.xlim)
     ax.set_ylim(*panel.ylim)
     ax.set_title(panel.title, fontsize=13)
-    spread = "equal MACs spread sideways around a dotted line"
-    notes = [note for note, shown in (("log scale", data.log_x), (spread, data.dodged)) if shown]
-    ax.set_xlabel("; ".join(["MACs per sample (millions", *notes]) + ")", fontsize=12)
+    ax.set_xlabel(data.x_label, fontsize=12)
     ax.tick_params(labelsize=11)
     ax.grid(True, alpha=0.3)
