@@ -67,6 +67,34 @@ def test_row_compares_with_its_reference():
     assert alone["best_diff"] is None and alone["best_p"] is None
 
 
+def test_the_table_marks_a_student_below_97_percent_of_its_budget():
+    """The uniform control at 96.1 % of its budget is marked and named under the table; at
+    97 % and more, a hand-designed student and a given one are not marked."""
+    from kdsearch.compare.report import SHORT, budget_fractions, results_table
+
+    def table_row(kind: str, student: str, budget: str, macs: int) -> dict:
+        runs = [{"best_test_acc": 90.0, "last_test_acc": 89.0, "student_macs": macs,
+                 "student_params": 3000}]
+        reference = "" if kind == "hand-designed" else "r8"
+        return {**comparison_row(kind, student, budget, runs, reference, runs),
+                "latency_ms": 1.0, "speedup": 2.0}
+
+    rows = [table_row("hand-designed", "r8", "like:r8", 1000),
+            table_row("searched", "t searched @ like:r8", "like:r8", 970),
+            table_row("uniform", "t uniform @ like:r8", "like:r8", 961),
+            table_row("given", "mine", "like:r8", 500),
+            table_row("searched", "t searched @ 0.5x", "0.5x", 1900)]
+    assert budget_fractions(rows, 4000) == [None, 0.97, 0.961, None, 0.95]
+    table = results_table(rows, 4000)
+    marked = [line.split(" | ")[1] for line in table if f"M {SHORT} |" in line]
+    assert marked == ["t uniform @ like:r8", "t searched @ 0.5x"]
+    assert table[-1] == (f"{SHORT} Below 97 % of its budget: t uniform @ like:r8 96.1 %; "
+                         "t searched @ 0.5x 95.0 %. The search and the controls are meant to "
+                         "land in [97 %, 100 %] of the budget; a student further below has "
+                         "fewer MACs to spend than those it is compared with.")
+    assert all(SHORT not in line for line in results_table(rows[:2], 4000))
+
+
 # -- the L1 pruning baseline ------------------------------------------------------------------
 W = 16  # channels per conv: fine enough steps to land within 3% of any budget
 

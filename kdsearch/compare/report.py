@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from kdsearch.compare.stats import COLUMNS, spread, welch
+from kdsearch.search.budget import parse_budget
+from kdsearch.search.select import LANDING
 
 if TYPE_CHECKING:
     from kdsearch.compare.run import Setup
@@ -77,18 +79,55 @@ def markdown_report(setup: Setup, rows: list[dict]) -> str:
     settings = setup.settings
     lines = [f"# {settings.teacher} on {setup.dataset.name}: searched vs hand-designed "
              "students", "", _what_is_compared(setup),
-             "| kind | student | MACs | params | latency (ms) | speed-up | best acc (%) "
+             *results_table(rows, setup.teacher_info["macs"])]
+    return "\n".join(lines + _versus_controls(rows)) + "\n"
+
+
+SHORT = "†"  # marks MACs below LANDING of the budget
+
+
+def results_table(rows: list[dict], teacher_macs: int) -> list[str]:
+    """The table of every row; :data:`SHORT` marks the MACs of a row that landed below
+    :data:`~kdsearch.search.select.LANDING` of its budget, and a footnote says which."""
+    fractions = budget_fractions(rows, teacher_macs)
+    lines = ["| kind | student | MACs | params | latency (ms) | speed-up | best acc (%) "
              "| Δ best | p best | last acc (%) | Δ last | p last |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
+    for r, fraction in zip(rows, fractions, strict=True):
         compared = bool(r["reference"])
+        macs = f"{r['macs'] / 1e6:.3f}M" + (f" {SHORT}" if _short(fraction) else "")
         lines.append(
-            f"| {r['kind']} | {r['student']} | {r['macs'] / 1e6:.3f}M | {_count(r['params'])} "
+            f"| {r['kind']} | {r['student']} | {macs} | {_count(r['params'])} "
             f"| {_number(r['latency_ms'], '.3f')} | {_number(r['speedup'], '.2f', 'x')} "
             f"| {_pm(r['best_acc_mean'], r['best_acc_std'])} | {_signed(r['best_diff'])} "
             f"| {_p(r['best_p'], compared)} | {_pm(r['last_acc_mean'], r['last_acc_std'])} "
             f"| {_signed(r['last_diff'])} | {_p(r['last_p'], compared)} |")
-    return "\n".join(lines + _versus_controls(rows)) + "\n"
+    return lines + _short_footnote(rows, fractions)
+
+
+def _short_footnote(rows: list[dict], fractions: list[float | None]) -> list[str]:
+    """What :data:`SHORT` means, and the rows it marks with their share of the budget."""
+    short = [f"{r['student']} {100 * f:.1f} %" for r, f in zip(rows, fractions, strict=True)
+             if _short(f)]
+    if not short:
+        return []
+    least = f"{100 * LANDING:.0f} %"
+    return ["", f"{SHORT} Below {least} of its budget: " + "; ".join(short) + ". The search "
+            f"and the controls are meant to land in [{least}, 100 %] of the budget; a student "
+            "further below has fewer MACs to spend than those it is compared with."]
+
+
+def budget_fractions(rows: list[dict], teacher_macs: int) -> list[float | None]:
+    """Each row's MACs over its budget's; None for hand-designed students (whose MACs are
+    the ``like:NAME`` budgets) and given ones (the user's, not cut to a budget)."""
+    hand = {r["student"]: r["macs"] for r in rows if r["kind"] == "hand-designed"}
+    return [None if r["kind"] in ("hand-designed", "given") else
+            r["macs"] / parse_budget(r["budget"], teacher_macs, hand.__getitem__)
+            for r in rows]
+
+
+def _short(fraction: float | None) -> bool:
+    return fraction is not None and fraction < LANDING
 
 
 def _what_is_compared(setup: Setup) -> str:
