@@ -9,8 +9,6 @@ stays fast.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -23,7 +21,7 @@ _EXPORTS = {
     "build_model": "kdsearch.models",
     "build_student": "kdsearch.student.spec",
     "count_model": "kdsearch.graph.counting",
-    "evaluate": "kdsearch.evaluate",
+    "evaluate": "kdsearch.evaluation",
     "load_preset": "kdsearch.presets",
     "load_student": "kdsearch.student.spec",
     "register_leaf_module": "kdsearch.graph",
@@ -44,19 +42,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted({*__all__, "__version__"})
 
-
-class _Package(types.ModuleType):
-    """The package, whose public names win over its submodules of the same name.
-
-    Importing ``kdsearch.evaluate`` (the module) makes Python set the package attribute
-    ``evaluate`` to it, which would hide the function ``kdsearch.evaluate``; that one
-    assignment is skipped, so the name resolves through :func:`__getattr__` to the function.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == value.__name__:
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

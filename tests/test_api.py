@@ -22,14 +22,14 @@ def readme_python_block(section: str) -> str:
     return block.group(1)
 
 
-def test_a_public_function_survives_the_import_of_its_submodule():
-    """``kdsearch.evaluate`` is the function even once ``kdsearch.evaluate`` the module is
-    imported (as ``search_student`` does)."""
-    importlib.import_module("kdsearch.evaluate")
+def test_no_public_name_is_hidden_by_a_submodule_of_that_name():
+    """Importing a submodule sets the package attribute of its name: a public function of
+    the same name (``kdsearch.evaluate``, which once lived in ``kdsearch/evaluate.py``) would
+    become the module once ``search_student`` ran."""
     importlib.import_module("kdsearch.student.run")
     for name in kdsearch.__all__:
         assert not isinstance(getattr(kdsearch, name), type(kdsearch)), name
-    from kdsearch.evaluate import evaluate
+    from kdsearch.evaluation import evaluate
 
     assert kdsearch.evaluate is evaluate
 

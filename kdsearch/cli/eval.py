@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from kdsearch.errors import KdsearchError
-    from kdsearch.evaluate import evaluate
+    from kdsearch.evaluation import evaluate
     from kdsearch.graph.counting import count_model
     from kdsearch.numerics import resolve_device
     from kdsearch.student.resolve import model_for_dataset, warn_untrained, warn_untrained_teacher

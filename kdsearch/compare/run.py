@@ -264,7 +264,7 @@ def _teacher_info(settings: Comparison, teacher: nn.Module, dataset: ImageDatase
                                 f"{saved.get('model')} (weights {saved.get('weights')}); "
                                 "use another output directory")
         return saved
-    from kdsearch.evaluate import evaluate
+    from kdsearch.evaluation import evaluate
     from kdsearch.graph.counting import count_model
 
     counted = count_model(teacher, dataset.input_size)

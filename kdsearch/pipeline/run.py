@@ -268,6 +268,6 @@ def first_difference(before: Any, now: Any, where: str = "") -> str | None:
 
 def evaluate_accuracy(model, dataset, device: str) -> float:
     """Top-1 test accuracy (%) of ``model`` (eval mode, no augmentation)."""
-    from kdsearch.evaluate import evaluate
+    from kdsearch.evaluation import evaluate
 
     return evaluate(model, dataset, device=device)["accuracy"]

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from kdsearch.data import ImageDataset, dataset_batches
 from kdsearch.errors import KdsearchError
-from kdsearch.evaluate import evaluate
+from kdsearch.evaluation import evaluate
 from kdsearch.graph.counting import count_model
 from kdsearch.graph.topology import TopologyGraph
 from kdsearch.graph.units import Constraints, Selection, Units
