@@ -106,9 +106,9 @@ class L1Selector(Selector):
                    target: int) -> dict[str, torch.Tensor]:
         leaving = {uid: self.condemned[uid] & (g > 0) for uid, g in gates.items()}
         plan = FixedPoint(self.search, gates, self.curvature(), leaving)
-        # only at the budget does a block that overshoots matter: while the target falls,
-        # it catches up with the block within a few steps
-        lam, self.condemned = plan.threshold(target, land=target <= self.search.budget)
+        # a unit that overshoots matters only where it would leave the student below 97% of
+        # the budget: while the target falls, it catches up within a few steps
+        lam, self.condemned = plan.threshold(target, floor=LANDING * self.search.budget)
         self.lam = max(lam, 0.0)
         live = torch.cat([h[plan.alive[uid]] for uid, h in plan.curvature.items()])
         self.delta = self.options.damping * max(float(live.mean()) if live.numel() else 0, 1e-30)
@@ -203,34 +203,35 @@ class FixedPoint:
         legal = -(-max(count, self.fewest[uid]) // step) * step
         return legal if legal <= live else max(live // step * step, min(live, self.fewest[uid]))
 
-    def threshold(self, target: int, land: bool) -> tuple[float, dict[str, torch.Tensor]]:
+    def threshold(self, target: int, floor: float) -> tuple[float, dict[str, torch.Tensor]]:
         """The smallest lambda whose fixed point fits ``target`` (-1 when the staying units
         fit, the largest when nothing does), and the live elements it removes, per unit
-        (those leaving included). With ``land`` (the target is the budget), leaving units
-        come back while they fit, and a block whose removal would leave the MACs below 97%
-        of the target is spared where removing channels instead lands within [97%, 100%]."""
-        if land:
-            self._readmit(target)
+        (those leaving included). Below ``floor`` MACs (97% of the budget), leaving units
+        come back while they fit, and a block whose removal would leave the MACs there is
+        spared where removing channels instead lands within [floor, target]."""
+        self._readmit(target, floor)
         lam = self._bisect(target)
         macs = self.model.macs(*self.keeps(lam))
-        if land and macs < LANDING * target:  # a block overshoots: spare it if channels do
+        if macs < floor:  # a block overshoots: spare it if channels do
             removed = {b for b in self.keeps(lam)[1] if bool(self.staying[b][0])}
             for block in sorted(removed, key=lambda b: float(self.ratio[b][0]), reverse=True):
                 self.protected[block][0] = True
                 spared = self._bisect(target)
-                if LANDING * target <= self.model.macs(*self.keeps(spared)) <= target:
+                if floor <= self.model.macs(*self.keeps(spared)) <= target:
                     lam = spared
                     break
                 self.protected[block][0] = False
         return lam, self._condemned(lam)
 
-    def _readmit(self, target: int) -> None:
-        """Leaving units back, most curvature per MAC first, while the MACs fit ``target``
-        and are below 97% of it."""
+    def _readmit(self, target: int, floor: float) -> None:
+        """Leaving units back, most curvature per MAC first, while the MACs are below
+        ``floor`` and fit ``target``."""
+        if self.model.macs(*self._counts()) >= floor:
+            return
         leaving = [(float(self.ratio[uid][j]), uid, j) for uid, alive in self.alive.items()
                    for j in torch.nonzero(alive & ~self.staying[uid]).flatten().tolist()]
         for _, uid, j in sorted(leaving, reverse=True):
-            if self.model.macs(*self._counts()) >= LANDING * target:
+            if self.model.macs(*self._counts()) >= floor:
                 return
             self.staying[uid][j] = True
             if self.model.macs(*self._counts()) > target:
