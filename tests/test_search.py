@@ -341,3 +341,14 @@ def test_a_search_refuses_a_teacher_folder_even_with_overwrite(tmp_path, digits)
                        Constraints(keep_stem=False), tmp_path, progress=False,
                        overwrite=True)
     assert (tmp_path / "summary.json").read_text() == before
+
+
+def test_a_search_in_a_log_prints_progress_lines(tmp_path, digits, capsys):
+    """Where no bar shows (stderr is not a terminal), a line every 5% of the steps."""
+    torch.manual_seed(0)
+    teacher = build_model("digits_resnet14", num_classes=10, in_channels=1)
+    search_student(teacher, "digits_resnet14", digits, "0.5x", SearchConfig(steps=40),
+                   Constraints(keep_stem=False, min_channels=2), tmp_path, progress=True)
+    lines = [line for line in capsys.readouterr().out.splitlines()
+             if line.startswith("search step ")]
+    assert len(lines) == 20 and lines[-1].startswith("search step 40/40: KL ")

@@ -136,6 +136,10 @@ class GatedSearch:
                 raise SearchInterrupted(f"{stop.requested} after search step {step + 1} of "
                                         f"{steps}{where}; rerun with --resume to continue")
             bar.set_postfix(kl=f"{state.kl:.3f}", macs=f"{state.live_macs / 1e6:.2f}M")
+            if progress and not show and (step + 1) % max(1, steps // LOG_LINES) == 0:
+                print(f"search step {step + 1}/{steps}: KL {state.kl:.3f}, live MACs "
+                      f"{state.live_macs / 1e6:.2f}M (target {state.target_macs / 1e6:.2f}M)",
+                      flush=True)  # in a log or a pipe, where no bar shows
         bar.close()
         return history
 
@@ -292,6 +296,9 @@ def cap_updates(weights: list[torch.nn.Parameter], lr: float, max_update: float)
         factor = (max_update * sizes / steps.clamp_min(1e-30)).clamp(max=1.0)
         torch._foreach_mul_(grads, list(factor.unbind()))
         return int(bool((factor < 1).any()))
+
+
+LOG_LINES = 20  # lines a search prints where no progress bar shows (a log, a pipe)
 
 
 class SearchDiverged(KdsearchError):
