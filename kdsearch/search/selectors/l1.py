@@ -206,36 +206,29 @@ class FixedPoint:
     def threshold(self, target: int, floor: float) -> tuple[float, dict[str, torch.Tensor]]:
         """The smallest lambda whose fixed point fits ``target`` (-1 when the staying units
         fit, the largest when nothing does), and the live elements it removes, per unit
-        (those leaving included). Below ``floor`` MACs (97% of the budget), leaving units
-        come back while they fit, and a block whose removal would leave the MACs there is
-        spared where removing channels instead lands within [floor, target]."""
-        self._readmit(target, floor)
+        (those leaving included). Where that would leave fewer than ``floor`` MACs (97% of
+        the budget), a coarse unit's going (a block, a channel of a costly group) is undone
+        if removing finer ones instead lands within [floor, target]."""
         lam = self._bisect(target)
-        macs = self.model.macs(*self.keeps(lam))
-        if macs < floor:  # a block overshoots: spare it if channels do
-            removed = {b for b in self.keeps(lam)[1] if bool(self.staying[b][0])}
-            for block in sorted(removed, key=lambda b: float(self.ratio[b][0]), reverse=True):
-                self.protected[block][0] = True
-                spared = self._bisect(target)
-                if floor <= self.model.macs(*self.keeps(spared)) <= target:
-                    lam = spared
-                    break
-                self.protected[block][0] = False
+        if self.model.macs(*self.keeps(lam)) < floor:
+            lam = self._spare(target, floor, lam)
         return lam, self._condemned(lam)
 
-    def _readmit(self, target: int, floor: float) -> None:
-        """Leaving units back, most curvature per MAC first, while the MACs are below
-        ``floor`` and fit ``target``."""
-        if self.model.macs(*self._counts()) >= floor:
-            return
-        leaving = [(float(self.ratio[uid][j]), uid, j) for uid, alive in self.alive.items()
-                   for j in torch.nonzero(alive & ~self.staying[uid]).flatten().tolist()]
-        for _, uid, j in sorted(leaving, reverse=True):
-            if self.model.macs(*self._counts()) >= floor:
-                return
-            self.staying[uid][j] = True
-            if self.model.macs(*self._counts()) > target:
-                self.staying[uid][j] = False
+    def _spare(self, target: int, floor: float, lam: float) -> float:
+        """Keep one of the units going at ``lam``, the costliest that lets the bisection
+        land within [floor, target]; the lambda found (``lam`` when none does)."""
+        removed = self.keeps(lam)[1]
+        going = [(uid, j) for uid, alive in self.alive.items()
+                 for j in torch.nonzero(alive & ~self.staying[uid]).flatten().tolist()]
+        going += [(b, 0) for b in removed if bool(self.staying[b][0])]
+        for uid, j in sorted(going, key=lambda u: -float(self.costs[u[0]][u[1]])):
+            was = bool(self.staying[uid][j]), bool(self.protected[uid][j])
+            self.staying[uid][j] = self.protected[uid][j] = True
+            spared = self._bisect(target)
+            if floor <= self.model.macs(*self.keeps(spared)) <= target:
+                return spared
+            self.staying[uid][j], self.protected[uid][j] = was
+        return lam
 
     def _bisect(self, target: int) -> float:
         """The smallest candidate lambda whose fixed point fits ``target`` (-1: the staying
