@@ -128,3 +128,14 @@ def test_the_command_line_picks_the_selector(tmp_path, capsys):
 def test_a_search_that_epochs_make_too_short_says_what_to_pass():
     with pytest.warns(UserWarning, match=r"only 1 step \(1 epochs of 60 .*--steps 50"):
         SearchConfig(epochs=1.0, batch_size=64).resolved(60)
+
+
+def test_another_selector_starts_from_its_own_options():
+    """A preset's options belong to its selector: choosing another (--selector, compare's
+    --selector, a pipeline's search.selector) starts from the new one's defaults."""
+    preset = SearchConfig(selector="fisher", options={"every": 3})
+    assert preset.overridden(selector="l1").options == {}
+    assert preset.overridden(selector="l1", options={"step": 0.3}).options == {"step": 0.3}
+    assert preset.overridden(selector="fisher").options == {"every": 3}
+    with pytest.raises(KdsearchError, match="unknown option 'every'"):
+        dataclasses.replace(preset, selector="l1")

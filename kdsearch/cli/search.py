@@ -101,9 +101,9 @@ def run(args: argparse.Namespace) -> int:
                             weights=args.teacher_weights).model
     warn_untrained_teacher(args.teacher, args.teacher_weights)
     constraints, config = load_preset(args.preset or family_of(args.teacher))
-    overrides = {"selector": args.selector,
-                 "options": {} if args.selector not in (None, config.selector) else None,
-                 "steps": args.steps, "epochs": 0.0 if args.steps else None,
+    if args.selector:
+        config = config.overridden(selector=args.selector)
+    overrides = {"steps": args.steps, "epochs": 0.0 if args.steps else None,
                  "device": args.device,
                  "checkpoint_every": args.checkpoint_every,
                  "train_weights": False if args.freeze_weights else None,

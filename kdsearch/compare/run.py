@@ -24,7 +24,6 @@ with the first hand-designed student.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -241,8 +240,8 @@ def _setup(settings: Comparison, out: Path) -> Setup:
     search.channels_last = search.channels_last and settings.channels_last
     if settings.search_steps:
         search.steps, search.epochs = settings.search_steps, 0.0
-    if settings.selector not in (None, search.selector):
-        search = dataclasses.replace(search, selector=settings.selector, options={})
+    if settings.selector:
+        search = search.overridden(selector=settings.selector)
     given = {"lr": settings.lr, "batch_size": settings.batch_size}
     train = TrainConfig(epochs=settings.epochs, device=device, schedule=settings.schedule,
                         amp=settings.amp, channels_last=settings.channels_last,

@@ -207,7 +207,7 @@ def _check_search(search: SearchSection, teacher_model: str, base: Path, where: 
         preset = _named(lambda: str(preset_path(str(base / preset))), f"{where}.preset")
     search.preset = preset or _family(teacher_model)
     _, config = _named(lambda: load_preset(search.preset), f"{where}.preset")
-    _named(lambda: dataclasses.replace(config, **search.settings), where)  # now, not later
+    _named(lambda: config.overridden(**search.settings), where)  # now, not later
 
 
 def _check_distill(distill: DistillSection, base: Path, where: str) -> None:

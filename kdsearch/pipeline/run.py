@@ -198,7 +198,7 @@ class PipelineRun:
 
         search = self.config.search
         constraints, config = load_preset(search.preset)
-        config = dataclasses.replace(config, device=self.config.device, **search.settings)
+        config = config.overridden(device=self.config.device, **search.settings)
         return dataclasses.replace(constraints, **search.constraints), config
 
     def train_config(self, settings: dict[str, Any]):

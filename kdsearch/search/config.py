@@ -69,6 +69,13 @@ class SearchConfig:
                                 f"not {self.ramp} (the target reaches the budget before the "
                                 "selection is fixed)")
 
+    def overridden(self, **values: Any) -> SearchConfig:
+        """This config with ``values`` set; another ``selector`` without ``options`` starts
+        from its own default options (the preset's were the old selector's)."""
+        if values.get("selector", self.selector) != self.selector and "options" not in values:
+            values["options"] = {}
+        return dataclasses.replace(self, **values)
+
     def selector_options(self) -> Any:
         """The selector's ``Options`` with ``options`` set (checked)."""
         return selector_options(self.selector, self.options)
