@@ -207,27 +207,29 @@ class FixedPoint:
         """The smallest lambda whose fixed point fits ``target`` (-1 when the staying units
         fit, the largest when nothing does), and the live elements it removes, per unit
         (those leaving included). Where that would leave fewer than ``floor`` MACs (97% of
-        the budget), a coarse unit's going (a block, a channel of a costly group) is undone
-        if removing finer ones instead lands within [floor, target]."""
+        the budget), a coarse unit's going (a block, the channels of a costly group) is
+        undone if removing finer ones instead lands within [floor, target]."""
         lam = self._bisect(target)
         if self.model.macs(*self.keeps(lam)) < floor:
             lam = self._spare(target, floor, lam)
         return lam, self._condemned(lam)
 
     def _spare(self, target: int, floor: float, lam: float) -> float:
-        """Keep one of the units going at ``lam``, the costliest that lets the bisection
-        land within [floor, target]; the lambda found (``lam`` when none does)."""
+        """Keep what is going of one unit (a block, or a channel group's leaving channels:
+        a multiple of ``channel_multiple`` leaves together), the costliest that lets the
+        bisection land within [floor, target]; the lambda found (``lam`` when none does)."""
         removed = self.keeps(lam)[1]
-        going = [(uid, j) for uid, alive in self.alive.items()
-                 for j in torch.nonzero(alive & ~self.staying[uid]).flatten().tolist()]
-        going += [(b, 0) for b in removed if bool(self.staying[b][0])]
-        for uid, j in sorted(going, key=lambda u: -float(self.costs[u[0]][u[1]])):
-            was = bool(self.staying[uid][j]), bool(self.protected[uid][j])
-            self.staying[uid][j] = self.protected[uid][j] = True
+        going = {uid: torch.nonzero(alive & ~self.staying[uid]).flatten()
+                 for uid, alive in self.alive.items()}
+        going.update({b: torch.tensor([0]) for b in removed if bool(self.staying[b][0])})
+        going = {uid: index for uid, index in going.items() if index.numel()}
+        for uid in sorted(going, key=lambda u: -float(self.costs[u][going[u]].sum())):
+            was = self.staying[uid].clone(), self.protected[uid].clone()
+            self.staying[uid][going[uid]] = self.protected[uid][going[uid]] = True
             spared = self._bisect(target)
             if floor <= self.model.macs(*self.keeps(spared)) <= target:
                 return spared
-            self.staying[uid][j], self.protected[uid][j] = was
+            self.staying[uid], self.protected[uid] = was
         return lam
 
     def _bisect(self, target: int) -> float:
