@@ -21,7 +21,8 @@ from kdsearch.student.resolve import resolve_model
 def fisher_search(teacher, dataset, **options) -> GatedSearch:
     constraints = Constraints()
     topology = TopologyGraph(teacher, dataset.input_size, constraints)
-    config = SearchConfig(steps=10**6, amp=False, channels_last=False, **options)
+    config = SearchConfig(steps=10**6, amp=False, channels_last=False, selector="fisher",
+                          **options)
     search = GatedSearch(build_gated(topology.gm, topology.units), teacher,
                          MacModel(topology.units, topology.macs_per_node), 1, config,
                          topology.units, constraints)

@@ -20,9 +20,9 @@ DESCRIPTION = """\
 Search a student inside the teacher: gates on every channel and residual block of a copy
 trained to stay close to the teacher (KL) while the MACs of the live gates follow a target
 falling to the budget over the first half of the steps. The selector decides which units
-go (--selector): `l1` drives gates to exact zeros with an L1 penalty preconditioned by each
-gate's Fisher information, lambda set from the MAC target; `fisher` removes units
-progressively, least Fisher information per MAC first. After 3/4 of the steps the gates'
+go (--selector): `l1` (the default) drives gates to exact zeros with an L1 penalty
+preconditioned by each gate's Fisher information, lambda set from the MAC target; `fisher`
+removes units progressively, least Fisher information per MAC first. After 3/4 of the steps the gates'
 own answer is the student when it lies within [97%, 100%] of the budget (MACs of conv,
 linear and matmul per sample), else a ranking lands it there; the last 1/4 settles the kept
 weights, so that student.pt works before any retraining (its test accuracy is printed).
@@ -64,8 +64,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--selector", metavar="NAME",
                         help="what decides which units go: l1 or fisher (default: the "
-                             "preset's; another selector than the preset's starts from its "
-                             "own default options)")
+                             "preset's, else l1; another selector than the preset's starts "
+                             "from its own default options)")
     parser.add_argument("--freeze-weights", action="store_true",
                         help="move only the gates while selecting (the weights train only "
                              "in the settling steps)")
