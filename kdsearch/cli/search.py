@@ -22,10 +22,11 @@ trained to stay close to the teacher (KL) while the MACs of the live gates follo
 falling to the budget over the first half of the steps. The selector decides which units
 go (--selector): `l1` (the default) drives gates to exact zeros with an L1 penalty
 preconditioned by each gate's Fisher information, lambda set from the MAC target; `fisher`
-removes units progressively, least Fisher information per MAC first. After 3/4 of the steps the gates'
-own answer is the student when it lies within [97%, 100%] of the budget (MACs of conv,
-linear and matmul per sample), else a ranking lands it there; the last 1/4 settles the kept
-weights, so that student.pt works before any retraining (its test accuracy is printed).
+removes units progressively, least Fisher information per MAC first. After 3/4 of the
+steps the gates' own answer is the student when it lies within [97%, 100%] of the budget
+(MACs of conv, linear and matmul per sample), else a ranking lands it there; the last 1/4
+settles the kept weights, so that student.pt works before any retraining (its test
+accuracy is printed).
 
 Writes to --out: summary.json (teacher/student MACs and params, budget, what was removed,
 the gates' own answer before the ranking, student.pt's and the teacher's test accuracy,
