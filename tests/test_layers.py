@@ -14,7 +14,7 @@ STAGES = {
     "data": 1, "models": 1,
     "graph": 2,
     "search": 3, "presets": 3,
-    "student": 4, "evaluate": 4,
+    "student": 4, "evaluation": 4,
     "distill": 5, "deploy": 5,
     "compare": 6, "show": 6,
     "pipeline": 7, "tune": 7,
