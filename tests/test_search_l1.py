@@ -116,13 +116,15 @@ def test_a_preset_knob_no_selector_reads_is_refused(tmp_path):
 
 
 def test_the_command_line_picks_the_selector(tmp_path, capsys):
+    """--selector names another selector than the default (l1), so it must have acted."""
+    assert SearchConfig().selector != "fisher"
     code = main(["search", "--teacher", "digits_resnet8", "--dataset", "digits", "--budget",
-                 "0.5x", "--steps", "8", "--selector", "l1", "--out", str(tmp_path),
+                 "0.5x", "--steps", "8", "--selector", "fisher", "--out", str(tmp_path),
                  "--quiet"])
     assert code == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["search"]["selector"] == "l1"
-    assert summary["config"]["selector"] == "l1"
+    assert summary["search"]["selector"] == "fisher"
+    assert summary["config"]["selector"] == "fisher"
 
 
 def test_a_search_that_epochs_make_too_short_says_what_to_pass():
