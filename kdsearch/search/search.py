@@ -80,7 +80,9 @@ class GatedSearch:
         self.weights = weights
         for p in weights:
             p.requires_grad_(config.train_weights)
-        self.capped_steps = 0  # steps at which max_update held a weight tensor back
+        # steps at which max_update held a weight tensor back (a tensor on the device: read
+        # only when written, not a host sync every step)
+        self.capped = torch.zeros((), dtype=torch.long)
         # the last step at which each gate element was above zero (-1: never), and its value
         # then (a unit the selection restores comes back at it)
         self.last_alive = {uid: torch.full(g.shape, -1.0) for uid, g in self.bank.gates.items()}
@@ -144,6 +146,10 @@ class GatedSearch:
         return history
 
     @property
+    def capped_steps(self) -> int:
+        return int(self.capped)
+
+    @property
     def device(self) -> torch.device:
         return next(iter(self.bank.gates.values())).device
 
@@ -163,7 +169,7 @@ class GatedSearch:
     def load_state_dict(self, state: dict) -> None:
         self.gated.load_state_dict(state["gated"])
         self.weight_opt.load_state_dict(state["weight_opt"])
-        self.capped_steps = int(state["capped_steps"])
+        self.capped = torch.tensor(int(state["capped_steps"]), device=self.capped.device)
         self.last_alive = {uid: t.cpu().clone() for uid, t in state["last_alive"].items()}
         self.last_value = {uid: t.cpu().clone() for uid, t in state["last_value"].items()}
         self.last_kl = state["last_kl"]
@@ -215,8 +221,8 @@ class GatedSearch:
             gate.grad = None
         loss.backward()
         if self.config.train_weights or not selecting:
-            self.capped_steps += cap_updates(self.weights, self.config.lr,
-                                             self.config.max_update)
+            self.capped = self.capped.to(self.device) + cap_updates(
+                self.weights, self.config.lr, self.config.max_update)
             self.weight_opt.step()  # (frozen weights have no gradient and stay as they are)
         if selecting:
             self.selector.move_gates(step)
@@ -282,10 +288,11 @@ class GatedSearch:
         return round(full - (full - self.budget) * progress)
 
 
-def cap_updates(weights: list[torch.nn.Parameter], lr: float, max_update: float) -> int:
+def cap_updates(weights: list[torch.nn.Parameter], lr: float,
+                max_update: float) -> torch.Tensor | int:
     """Scale each weight's gradient down where ``lr * |grad| > max_update * |w|`` (norms of
     the whole tensor): no step moves a tensor by more than ``max_update`` of its norm before
-    momentum. 1 when it held any tensor back, else 0."""
+    momentum. 1 when it held any tensor back, else 0 (on the weights' device)."""
     grads = [p.grad for p in weights if p.grad is not None]
     if not grads:
         return 0
@@ -295,7 +302,7 @@ def cap_updates(weights: list[torch.nn.Parameter], lr: float, max_update: float)
         sizes = torch.stack(torch._foreach_norm([p.detach() for p in owners]))
         factor = (max_update * sizes / steps.clamp_min(1e-30)).clamp(max=1.0)
         torch._foreach_mul_(grads, list(factor.unbind()))
-        return int(bool((factor < 1).any()))
+        return (factor < 1).any().long()
 
 
 LOG_LINES = 20  # lines a search prints where no progress bar shows (a log, a pipe)
