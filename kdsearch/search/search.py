@@ -216,14 +216,12 @@ class GatedSearch:
             if self.config.ce_weight else kl
         if selecting:  # before the KL's backward frees the graph
             self.selector.observe(step, logits, teacher_logits)
-        self.weight_opt.zero_grad(set_to_none=True)
-        for gate in self.bank.gates.values():
-            gate.grad = None
-        loss.backward()
-        if self.config.train_weights or not selecting:
+        if self.config.train_weights or not selecting:  # no selector reads a gate gradient
+            self.weight_opt.zero_grad(set_to_none=True)
+            loss.backward(inputs=self.weights)
             self.capped = self.capped.to(self.device) + cap_updates(
                 self.weights, self.config.lr, self.config.max_update)
-            self.weight_opt.step()  # (frozen weights have no gradient and stay as they are)
+            self.weight_opt.step()
         if selecting:
             self.selector.move_gates(step)
         gates, kl_value = self.snapshot(kl)  # the step's one copy to the host
